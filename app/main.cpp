@@ -1,0 +1,212 @@
+// app/main.cpp — the `postvault` command line (CLI11).
+//
+//   postvault init [--dir DIR] [--hostname NAME] [--force]
+//   postvault serve --config FILE
+//   postvault config check --config FILE
+//   postvault queue list|show ID|retry ID|delete ID|flush|quarantine --config FILE [--json]
+//   postvault reload --config FILE
+//   postvault hash-password            (reads the password from standard input)
+//
+// Queue commands and reload talk to the running server over its control socket.
+#include <unistd.h>
+
+#include <ctime>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "app/commands.h"
+#include "common/config.h"
+#include "gateway/control/control.h"
+#include "gateway/smtp/auth.h"
+
+namespace {
+
+using namespace postvault;
+
+std::string format_time(std::int64_t unix_time) {
+    if (unix_time <= 0) return "-";
+    std::time_t t = unix_time;
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char buffer[32];
+    std::strftime(buffer, sizeof buffer, "%Y-%m-%d %H:%M:%SZ", &tm);
+    return buffer;
+}
+
+void print_message(const nlohmann::json& message, bool detailed) {
+    std::cout << message["id"].get<std::string>() << "  " << message["size"].get<std::uint64_t>() << " bytes  "
+              << format_time(message["received"].get<std::int64_t>()) << "  from <"
+              << message["from"].get<std::string>() << ">\n";
+    for (const auto& recipient : message["recipients"]) {
+        std::cout << "    " << recipient["state"].get<std::string>() << "  <"
+                  << recipient["address"].get<std::string>() << ">";
+        if (recipient["attempts"].get<int>() > 0) std::cout << "  attempts=" << recipient["attempts"];
+        if (recipient["state"] == "deferred") {
+            std::cout << "  next=" << format_time(recipient["next_attempt"].get<std::int64_t>());
+        }
+        std::cout << "\n";
+        if (detailed || recipient["state"] != "pending") {
+            if (!recipient["last_reply"].get<std::string>().empty()) {
+                std::cout << "        reply: " << recipient["last_reply"].get<std::string>() << "\n";
+            }
+        }
+        if (detailed && !recipient["remote_host"].get<std::string>().empty()) {
+            std::cout << "        relay: " << recipient["remote_host"].get<std::string>();
+            if (!recipient["tls_version"].get<std::string>().empty()) {
+                std::cout << " tls=" << recipient["tls_version"].get<std::string>() << " "
+                          << recipient["tls_cipher"].get<std::string>();
+            }
+            std::cout << "\n";
+        }
+    }
+    if (detailed) {
+        const auto& client = message["client"];
+        std::cout << "    client: " << client["ip"].get<std::string>() << " helo=" << client["helo"].get<std::string>();
+        if (!client["tls_version"].get<std::string>().empty()) {
+            std::cout << " tls=" << client["tls_version"].get<std::string>();
+        }
+        if (!client["auth_user"].get<std::string>().empty()) {
+            std::cout << " auth=" << client["auth_user"].get<std::string>();
+        }
+        std::cout << "\n";
+    }
+}
+
+// Sends a control request to the server named by `config_path`; prints errors.
+int control_command(const std::string& config_path, const nlohmann::json& request, bool json_output,
+                    const std::function<void(const nlohmann::json&)>& print) {
+    auto config = load_config(config_path);
+    if (!config) {
+        std::cerr << config.error().message << "\n";
+        return 1;
+    }
+    auto response = control::send_request(config->server.control_socket, request);
+    if (!response) {
+        std::cerr << "postvault: " << response.error().message << "\n";
+        return 1;
+    }
+    if (json_output) {
+        std::cout << response->dump(2) << "\n";
+    }
+    if (!(*response).value("ok", false)) {
+        if (!json_output) {
+            std::cerr << "postvault: " << (*response)["error"].value("message", "request failed") << "\n";
+        }
+        return 1;
+    }
+    if (!json_output && print) print(*response);
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"postvault — encrypting mail relay and compliance archive"};
+    app.require_subcommand(1);
+    std::string config_path = "var/postvault.toml";
+    bool json_output = false;
+
+    app::InitOptions init_options;
+    auto* init = app.add_subcommand("init", "Create a data directory with a configuration, TLS certificate and keys");
+    init->add_option("--dir", init_options.directory, "Data directory to create")->capture_default_str();
+    init->add_option("--hostname", init_options.hostname, "Host name for the certificate and SMTP banner");
+    init->add_flag("--force", init_options.force, "Replace an existing configuration");
+
+    auto* serve = app.add_subcommand("serve", "Run the relay");
+    serve->add_option("--config", config_path, "Configuration file")->capture_default_str();
+
+    auto* config = app.add_subcommand("config", "Configuration tools");
+    config->require_subcommand(1);
+    auto* check = config->add_subcommand("check", "Validate a configuration file");
+    check->add_option("--config", config_path, "Configuration file")->capture_default_str();
+
+    auto* queue = app.add_subcommand("queue", "Inspect and manage the running server's queue");
+    queue->require_subcommand(1);
+    queue->add_option("--config", config_path, "Configuration file")->capture_default_str();
+    queue->add_flag("--json", json_output, "Print the server's JSON answer");
+    std::string queue_id;
+    auto* queue_list = queue->add_subcommand("list", "List queued messages and their recipients");
+    auto* queue_show = queue->add_subcommand("show", "Show one message in detail");
+    queue_show->add_option("id", queue_id, "Queue id")->required();
+    auto* queue_retry = queue->add_subcommand("retry", "Attempt delivery of one message now");
+    queue_retry->add_option("id", queue_id, "Queue id")->required();
+    auto* queue_delete = queue->add_subcommand("delete", "Delete one message from the queue");
+    queue_delete->add_option("id", queue_id, "Queue id")->required();
+    auto* queue_flush = queue->add_subcommand("flush", "Attempt every deferred message now");
+    auto* queue_quarantine = queue->add_subcommand("quarantine", "List queue records set aside as unreadable");
+    for (auto* sub : {queue_list, queue_show, queue_retry, queue_delete, queue_flush, queue_quarantine}) {
+        sub->add_option("--config", config_path, "Configuration file")->capture_default_str();
+        sub->add_flag("--json", json_output, "Print the server's JSON answer");
+    }
+
+    auto* reload = app.add_subcommand("reload", "Make the running server re-read its configuration");
+    reload->add_option("--config", config_path, "Configuration file")->capture_default_str();
+
+    auto* hash = app.add_subcommand("hash-password", "Print an Argon2id hash of a password read from standard input");
+
+    CLI11_PARSE(app, argc, argv);
+
+    if (*init) return app::run_init(init_options);
+    if (*serve) return app::run_serve(config_path);
+    if (*check) {
+        auto loaded = load_config(config_path);
+        if (!loaded) {
+            std::cerr << loaded.error().message << "\n";
+            return 1;
+        }
+        std::cout << config_path << ": OK\n";
+        return 0;
+    }
+    if (*queue_list) {
+        return control_command(config_path, {{"command", "queue.list"}}, json_output, [](const nlohmann::json& r) {
+            for (const auto& message : r["messages"]) print_message(message, false);
+            std::cout << r["messages"].size() << " message(s) in the queue\n";
+        });
+    }
+    if (*queue_show) {
+        return control_command(config_path, {{"command", "queue.show"}, {"id", queue_id}}, json_output,
+                               [](const nlohmann::json& r) { print_message(r["message"], true); });
+    }
+    if (*queue_retry) {
+        return control_command(config_path, {{"command", "queue.retry"}, {"id", queue_id}}, json_output,
+                               [&](const nlohmann::json&) { std::cout << queue_id << ": scheduled now\n"; });
+    }
+    if (*queue_delete) {
+        return control_command(config_path, {{"command", "queue.delete"}, {"id", queue_id}}, json_output,
+                               [&](const nlohmann::json&) { std::cout << queue_id << ": deleted\n"; });
+    }
+    if (*queue_flush) {
+        return control_command(config_path, {{"command", "queue.flush"}}, json_output, [](const nlohmann::json& r) {
+            std::cout << "flushed: " << r["scheduled"] << " message(s) scheduled now\n";
+        });
+    }
+    if (*queue_quarantine) {
+        return control_command(config_path, {{"command", "queue.quarantine"}}, json_output,
+                               [](const nlohmann::json& r) {
+                                   for (const auto& record : r["records"]) {
+                                       std::cout << record["key"].get<std::string>() << "  "
+                                                 << record["reason"].get<std::string>() << "\n";
+                                   }
+                                   std::cout << r["records"].size() << " quarantined record(s)\n";
+                               });
+    }
+    if (*reload) {
+        return control_command(config_path, {{"command", "reload"}}, json_output,
+                               [](const nlohmann::json&) { std::cout << "configuration reloaded\n"; });
+    }
+    if (*hash) {
+        std::string password;
+        if (isatty(STDIN_FILENO)) std::cerr << "Password: ";
+        std::getline(std::cin, password);
+        auto encoded = smtp::hash_password(password);
+        if (!encoded) {
+            std::cerr << "postvault: " << encoded.error().message << "\n";
+            return 1;
+        }
+        std::cout << *encoded << "\n";
+        return 0;
+    }
+    return 2;
+}

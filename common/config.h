@@ -1,0 +1,99 @@
+// common/config.h — the typed configuration, loaded from one TOML file.
+//
+// One struct per module, each with documented defaults (docs/configuration.md
+// is the reference). load_config() parses and validates the whole file:
+// syntax errors, unknown keys, wrong types and bad values are reported with the
+// file name, line and column ("postvault.toml:12:3: unknown key 'smtp.lisen'").
+// Relative paths are resolved against the directory that holds the file.
+// A Config is an immutable value: a reload builds a new one and swaps it in.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+
+namespace postvault {
+
+using Seconds = std::chrono::seconds;
+
+struct ServerConfig {
+    std::string hostname;              // default: the machine's host name
+    std::string data_dir = "var";      // queue, keys, sockets live here
+    std::string log_level = "info";    // trace|debug|info|warn|error
+    std::string control_socket;        // default: <data_dir>/control.sock
+    int io_threads = 0;                // 0: one per core
+};
+
+struct TlsConfig {
+    std::string cert;                  // PEM chain; empty disables STARTTLS
+    std::string key;                   // PEM private key, must be mode 0600
+    std::string min_version = "1.2";   // "1.2" or "1.3"
+};
+
+struct SmtpUser {
+    std::string name;
+    std::string password_hash;         // Argon2id encoded hash ($argon2id$...)
+};
+
+struct SmtpConfig {
+    std::vector<std::string> listen = {"127.0.0.1:2525"};
+    std::vector<std::string> trusted_networks = {"127.0.0.0/8", "::1/128"};
+    std::vector<std::string> local_domains;
+    std::uint64_t max_message_size = 50ull * 1024 * 1024;
+    std::size_t max_recipients = 1000;
+    std::uint64_t max_header_size = 1024 * 1024;
+    std::size_t max_command_line = 2048;
+    std::size_t max_data_line = 65536;
+    Seconds command_timeout{300};
+    Seconds data_timeout{600};
+    std::size_t max_connections = 500;
+    std::size_t max_connections_per_ip = 100;
+    std::size_t max_errors = 20;
+    std::uint64_t min_free_disk = 256ull * 1024 * 1024;
+    std::vector<SmtpUser> users;
+};
+
+struct DeliveryConfig {
+    std::string relayhost;             // "host:port" or "[host]:port"; empty: MX lookup
+    std::string inbound_relayhost;     // next hop for local_domains; empty: as outbound
+    std::string tls = "may";           // may | required | none
+    std::map<std::string, std::string> tls_policy;  // domain -> may|required|none
+    std::string ca_file;               // extra trust anchors for verified TLS
+    std::string helo_name;             // default: server.hostname
+    Seconds max_queue_time{5 * 86400};
+    Seconds retry_min{300};
+    Seconds retry_max{4000};
+    Seconds connect_timeout{30};
+    Seconds command_timeout{300};
+    Seconds data_timeout{600};
+    Seconds idle_timeout{10};          // how long an idle connection is kept for reuse
+    std::size_t max_connections = 200;
+    std::size_t max_connections_per_destination = 20;
+    int mx_port = 25;
+};
+
+struct Config {
+    std::string path;                  // the file it was loaded from
+    ServerConfig server;
+    TlsConfig tls;
+    SmtpConfig smtp;
+    DeliveryConfig delivery;
+};
+
+// Parses and validates FILE. On failure the Error message holds every problem
+// found, one per line, each prefixed with "FILE:LINE:COLUMN: ".
+Result<Config> load_config(const std::string& path);
+
+// Same, from text (for tests); `name` is used in messages and to resolve paths.
+Result<Config> parse_config(const std::string& text, const std::string& name);
+
+// "30s", "5m", "2h", "7d" or a bare number of seconds.
+Result<Seconds> parse_duration(const std::string& text);
+// "1048576", "10KiB", "50MiB", "1GiB", "10KB", "50MB", "1GB".
+Result<std::uint64_t> parse_size(const std::string& text);
+
+}  // namespace postvault

@@ -1,0 +1,133 @@
+// gateway/delivery/routing.cpp — see routing.h.
+#include "gateway/delivery/routing.h"
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+
+namespace postvault::delivery {
+
+namespace {
+
+std::string lower(std::string text) {
+    std::transform(text.begin(), text.end(), text.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return text;
+}
+
+Result<std::uint16_t> parse_port(const std::string& text, const std::string& whole) {
+    unsigned value = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec != std::errc{} || end != text.data() + text.size() || value == 0 || value > 65535)
+        return Error::temporary("delivery.bad_relayhost", "bad port in relay host '" + whole + "'");
+    return static_cast<std::uint16_t>(value);
+}
+
+}  // namespace
+
+const char* to_string(TlsMode mode) {
+    switch (mode) {
+        case TlsMode::may: return "may";
+        case TlsMode::required: return "required";
+        case TlsMode::none: return "none";
+    }
+    return "may";
+}
+
+Result<TlsMode> parse_tls_mode(const std::string& text) {
+    const std::string value = lower(text);
+    if (value == "may") return TlsMode::may;
+    if (value == "required") return TlsMode::required;
+    if (value == "none") return TlsMode::none;
+    return Error::permanent("delivery.bad_tls_mode",
+                            "TLS mode '" + text + "' is not one of may, required, none");
+}
+
+TlsMode select_tls_mode(const DeliveryConfig& config, const std::string& domain) {
+    const std::string key = lower(domain);
+    for (const auto& [policy_domain, mode] : config.tls_policy) {
+        if (lower(policy_domain) == key) {
+            if (auto parsed = parse_tls_mode(mode)) return *parsed;
+            return TlsMode::required;  // unreadable override: fail safe, never plaintext
+        }
+    }
+    if (auto parsed = parse_tls_mode(config.tls)) return *parsed;
+    return TlsMode::required;
+}
+
+Result<RelayHost> parse_relayhost(const std::string& text) {
+    RelayHost relay;
+    std::string rest = text;
+    if (rest.empty())
+        return Error::temporary("delivery.bad_relayhost", "empty relay host");
+    if (rest.front() == '[') {
+        const std::size_t close = rest.find(']');
+        if (close == std::string::npos || close == 1)
+            return Error::temporary("delivery.bad_relayhost", "bad relay host '" + text + "'");
+        relay.host = rest.substr(1, close - 1);
+        rest = rest.substr(close + 1);
+        if (!rest.empty()) {
+            if (rest.front() != ':')
+                return Error::temporary("delivery.bad_relayhost", "bad relay host '" + text + "'");
+            auto port = parse_port(rest.substr(1), text);
+            if (!port) return port.error();
+            relay.port = *port;
+        }
+        return relay;
+    }
+    const std::size_t colon = rest.rfind(':');
+    if (colon != std::string::npos) {
+        if (rest.find(':') != colon)
+            return Error::temporary("delivery.bad_relayhost",
+                                    "IPv6 relay host '" + text + "' must be in brackets");
+        auto port = parse_port(rest.substr(colon + 1), text);
+        if (!port) return port.error();
+        relay.port = *port;
+        rest = rest.substr(0, colon);
+    }
+    if (rest.empty())
+        return Error::temporary("delivery.bad_relayhost", "bad relay host '" + text + "'");
+    relay.host = rest;
+    return relay;
+}
+
+std::string NextHop::key() const {
+    return std::string(kind == Kind::relay ? "relay:" : "mx:") + name + ":" + std::to_string(port) +
+           ":" + to_string(tls);
+}
+
+std::string NextHop::display() const {
+    if (kind == Kind::mx) return name;
+    return "[" + name + "]:" + std::to_string(port);
+}
+
+Result<NextHop> select_next_hop(const Config& config, const std::string& domain) {
+    const std::string key = lower(domain);
+    NextHop hop;
+    hop.tls = select_tls_mode(config.delivery, key);
+
+    const bool local = std::any_of(config.smtp.local_domains.begin(), config.smtp.local_domains.end(),
+                                   [&](const std::string& d) { return lower(d) == key; });
+    std::string relay_text;
+    if (local && !config.delivery.inbound_relayhost.empty()) relay_text = config.delivery.inbound_relayhost;
+    else if (!config.delivery.relayhost.empty()) relay_text = config.delivery.relayhost;
+
+    if (!relay_text.empty()) {
+        auto relay = parse_relayhost(relay_text);
+        if (!relay) return relay.error();
+        hop.kind = NextHop::Kind::relay;
+        hop.name = lower(relay->host);
+        hop.port = relay->port;
+        return hop;
+    }
+    if (key.empty())
+        return Error::permanent("delivery.no_domain", "5.1.3 recipient address has no domain");
+    hop.kind = NextHop::Kind::mx;
+    hop.name = key;
+    hop.port = static_cast<std::uint16_t>(config.delivery.mx_port > 0 && config.delivery.mx_port < 65536
+                                              ? config.delivery.mx_port
+                                              : 25);
+    return hop;
+}
+
+}  // namespace postvault::delivery

@@ -1,0 +1,122 @@
+// gateway/queue/queue.h — the durable mail queue.
+//
+// The queue is the only owner of its RocksDB store (<data_dir>/queue). A message
+// is committed as one atomic WriteBatch: its bytes, its envelope, and one
+// record per recipient with its own delivery state. commit() calls back only
+// after the batch is on disk (WAL fsync): the SMTP server answers 250 from that
+// callback, never before. Concurrent commits are grouped: one committer thread
+// gathers every batch waiting at that moment into a single synced write (group
+// commit), so N sessions pay for one fsync, not N.
+//
+// Recipient states: pending -> (deferred <-> pending)* -> delivered | bounced.
+// When every recipient of a message is final, the message and its records are
+// deleted in the same batch as the last state change (plus any DSN enqueued).
+//
+// A record that cannot be decoded is moved, bytes intact, to the quarantine
+// column family and reported (list_quarantined()); it is never dropped.
+//
+// Errors: a full disk (below the configured floor) or an I/O error gives a
+// temporary Error ("queue.disk_full", "queue.io"); the SMTP layer maps that
+// to 452/451.
+// Thread safety: every method may be called from any thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/mail.h"
+#include "common/result.h"
+
+namespace postvault::queue {
+
+enum class RecipientState { pending, deferred, delivered, bounced };
+const char* to_string(RecipientState state);
+
+struct RecipientStatus {
+    std::uint32_t index = 0;           // position in Envelope::recipients
+    std::string address;
+    RecipientState state = RecipientState::pending;
+    std::uint32_t attempts = 0;
+    std::int64_t next_attempt_unix = 0;   // for pending/deferred
+    std::int64_t updated_unix = 0;
+    std::string last_reply;            // remote reply or local reason
+    std::string remote_host;           // "mx.example.com[192.0.2.1]:25"
+    std::string tls_version;           // of the delivering connection
+    std::string tls_cipher;
+    bool dsn_sent = false;             // a bounce report was queued for it
+};
+
+struct QueuedMessage {
+    std::string id;
+    Envelope envelope;
+    std::vector<RecipientStatus> recipients;
+    std::uint64_t size = 0;            // bytes of the stored message
+};
+
+struct QuarantinedRecord {
+    std::string key;
+    std::string reason;
+    std::int64_t quarantined_unix = 0;
+};
+
+struct QueueOptions {
+    std::string directory;             // RocksDB directory, created if missing
+    std::uint64_t min_free_disk = 0;   // refuse commits below this many free bytes
+};
+
+// Unique, time-ordered, 20 characters of [0-9A-Z]; used as the queue id and in
+// Received:. Safe to call from any thread.
+std::string make_queue_id();
+
+class Queue {
+public:
+    using CommitCallback = std::function<void(Status)>;
+
+    static Result<std::unique_ptr<Queue>> open(const QueueOptions& options);
+    ~Queue();
+
+    // Durably stores a new message under `id` (from make_queue_id()) with
+    // every recipient pending. `done` runs on the committer thread after the
+    // fsync that covers the write (or with the error).
+    void commit(const std::string& id, const Envelope& envelope, std::string message,
+                CommitCallback done);
+    // Blocking form of commit().
+    Status commit_and_wait(const std::string& id, const Envelope& envelope, std::string message);
+
+    // Applies recipient state changes (matched by index) in one synced batch,
+    // together with optional new messages (e.g. DSNs), deleting the message
+    // when all its recipients are final. Blocking.
+    struct NewMessage {
+        std::string id;
+        Envelope envelope;
+        std::string message;
+    };
+    Status update(const std::string& id, const std::vector<RecipientStatus>& changes,
+                  const std::vector<NewMessage>& new_messages = {});
+
+    Result<QueuedMessage> load(const std::string& id) const;
+    Result<std::string> load_message(const std::string& id) const;
+    // Every message in the queue, oldest first; unreadable ones are quarantined
+    // on the way and skipped.
+    std::vector<QueuedMessage> list() const;
+    // Deletes a message and all its records (administrator action).
+    Status remove(const std::string& id);
+    std::vector<QuarantinedRecord> list_quarantined() const;
+
+    // True when the filesystem holding the queue has at least min_free_disk.
+    bool disk_has_room() const;
+
+    Queue(const Queue&) = delete;
+    Queue& operator=(const Queue&) = delete;
+
+private:
+    Queue();
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace postvault::queue

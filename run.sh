@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Sets up and starts postvault: installs missing packages, builds (Release),
+# initializes ./var/ on first use and runs the server in the foreground.
+# With arguments, runs that postvault subcommand instead: ./run.sh queue list
+set -euo pipefail
+cd "$(dirname "$0")"
+
+scripts/install-deps.sh
+cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release -DPOSTVAULT_BUILD_TESTS=OFF >/dev/null
+cmake --build build/release
+binary=build/release/postvault
+
+if (($# > 0)); then
+  exec "$binary" "$@"
+fi
+
+"$binary" init --dir var
+"$binary" config check --config var/postvault.toml
+listen=$(sed -n 's/^listen = \["\([^"]*\)".*/\1/p' var/postvault.toml | head -1)
+host=${listen%:*}
+port=${listen##*:}
+cat <<INFO
+
+postvault is starting: SMTP on ${listen} (STARTTLS offered), data in ./var/
+  send a first message:   swaks --server ${host}:${port} --from you@example.com --to someone@example.org
+  see the queue:          ./run.sh queue list
+  stop:                   Ctrl-C (drains and exits)
+INFO
+exec "$binary" serve --config var/postvault.toml
