@@ -411,6 +411,7 @@ class Store {
 public:
     static Result<std::unique_ptr<Store>> open(const std::string& directory);
     ~Store() {
+        if (!db_) return;  // Open failed: nothing to close
         for (auto* handle : all_handles_) db_->DestroyColumnFamilyHandle(handle);
         const rocksdb::Status closed = db_->Close();
         if (!closed.ok()) spdlog::error("queue: closing {}: {}", directory_, closed.ToString());
@@ -843,8 +844,9 @@ struct Queue::Impl {
         if (stored->message) move_record(Column::messages, id, *stored->message);
         for (const auto& [key, value] : stored->recipients) move_record(Column::recipients, key, value);
 
+        const std::size_t record_count = ops.size() / 2;
         Status moved = committer.submit_and_wait(std::move(ops));
-        if (moved.ok()) spdlog::warn("queue: quarantined message {}: {}", id, reason);
+        if (moved.ok()) spdlog::warn("queue: quarantined {} record(s) of {}", record_count, reason);
         else spdlog::error("queue: quarantining message {} failed: {}", id, moved.error().message);
         return moved;
     }
@@ -970,7 +972,7 @@ Status Queue::update(const std::string& id, const std::vector<RecipientStatus>& 
 
 Result<QueuedMessage> Queue::load(const std::string& id) const {
     return guarded("loading from the queue", [&]() -> Result<QueuedMessage> {
-        const rocksdb::ManagedSnapshot snapshot(&impl_->db());
+        rocksdb::ManagedSnapshot snapshot(&impl_->db());
         auto stored = impl_->read_records(id, snapshot.snapshot(), false);
         if (!stored) return stored.error();
         if (stored->empty()) return not_found(id);
@@ -995,7 +997,7 @@ std::vector<QueuedMessage> Queue::list() const {
     std::vector<QueuedMessage> messages;
     try {
         auto all = [&] {
-            const rocksdb::ManagedSnapshot snapshot(&impl_->db());
+            rocksdb::ManagedSnapshot snapshot(&impl_->db());
             return impl_->read_all_records(snapshot.snapshot());
         }();
         if (!all) {
