@@ -17,8 +17,14 @@
 //
 // Errors: a full disk (below the configured floor) or an I/O error gives a
 // temporary Error ("queue.disk_full", "queue.io"); the SMTP layer maps that
-// to 452/451.
-// Thread safety: every method may be called from any thread.
+// to 452/451 (also temporary: "queue.internal", "queue.closed" during
+// shutdown). Permanent: "queue.not_found", "queue.corrupt" (the message was
+// just quarantined), "queue.bad_id", "queue.no_recipients",
+// "queue.duplicate_id", "queue.bad_recipient", "queue.final_state",
+// "queue.reentrant". No method throws.
+// Thread safety: every method may be called from any thread. Commit callbacks
+// run on the committer thread: keep them short and do not call the blocking
+// methods (commit_and_wait, update, remove) from them ("queue.reentrant").
 #pragma once
 
 #include <cstdint>
@@ -81,7 +87,9 @@ public:
 
     // Durably stores a new message under `id` (from make_queue_id()) with
     // every recipient pending. `done` runs on the committer thread after the
-    // fsync that covers the write (or with the error).
+    // fsync that covers the write (or with the error), always exactly once.
+    // `id`: 1-64 of [0-9A-Za-z_-]; at least one recipient; an envelope with
+    // received_unix == 0 is stored with the current time.
     void commit(const std::string& id, const Envelope& envelope, std::string message,
                 CommitCallback done);
     // Blocking form of commit().
@@ -90,6 +98,10 @@ public:
     // Applies recipient state changes (matched by index) in one synced batch,
     // together with optional new messages (e.g. DSNs), deleting the message
     // when all its recipients are final. Blocking.
+    // A change replaces state, attempts, next_attempt_unix, updated_unix (0:
+    // now), last_reply, remote_host, tls_version, tls_cipher and dsn_sent;
+    // index and address stay. A delivered/bounced recipient keeps its state
+    // ("queue.final_state"). Refused on a full disk only with new_messages.
     struct NewMessage {
         std::string id;
         Envelope envelope;
