@@ -12,6 +12,11 @@
 // exception from f() is rethrown in the coroutine.
 //
 // Latch: wait() resumes once count_down() has been called `count` times.
+//
+// GCC 12 bug: a lambda with captures written inside a co_await expression
+// (co_await run_blocking(pool, [id] {...})) has its captures destroyed twice
+// (double free). Name the lambda first, then co_await f(std::move(job)).
+// Every coroutine in gateway/delivery follows that rule.
 #pragma once
 
 #include <exception>
@@ -61,22 +66,22 @@ template <typename Function>
 auto run_blocking(asio::thread_pool& pool, Function function)
     -> asio::awaitable<std::invoke_result_t<Function&>> {
     using Value = std::invoke_result_t<Function&>;
+    auto initiation = [&pool](auto handler, Function work) {
+        auto pending = make_pending_completion<std::exception_ptr, std::optional<Value>>(std::move(handler));
+        asio::post(pool, [pending = std::move(pending), work = std::move(work)]() mutable {
+            std::optional<Value> value;
+            std::exception_ptr failure;
+            try {
+                value.emplace(work());
+            } catch (...) {
+                failure = std::current_exception();
+            }
+            pending->complete(failure, std::move(value));
+        });
+    };
     auto result = co_await asio::async_initiate<decltype(asio::use_awaitable),
                                                 void(std::exception_ptr, std::optional<Value>)>(
-        [&pool](auto handler, Function work) {
-            auto pending = make_pending_completion<std::exception_ptr, std::optional<Value>>(std::move(handler));
-            asio::post(pool, [pending = std::move(pending), work = std::move(work)]() mutable {
-                std::optional<Value> value;
-                std::exception_ptr failure;
-                try {
-                    value.emplace(work());
-                } catch (...) {
-                    failure = std::current_exception();
-                }
-                pending->complete(failure, std::move(value));
-            });
-        },
-        asio::use_awaitable, std::move(function));
+        initiation, asio::use_awaitable, std::move(function));
     co_return std::move(*result);
 }
 
@@ -94,18 +99,17 @@ public:
     }
 
     asio::awaitable<void> wait() {
-        co_await asio::async_initiate<decltype(asio::use_awaitable), void()>(
-            [this](auto handler) {
-                auto pending = make_pending_completion<>(std::move(handler));
-                std::unique_lock lock(mutex_);
-                if (count_ == 0) {
-                    lock.unlock();
-                    pending->complete();
-                    return;
-                }
-                waiter_ = std::move(pending);
-            },
-            asio::use_awaitable);
+        auto initiation = [this](auto handler) {
+            auto pending = make_pending_completion<>(std::move(handler));
+            std::unique_lock lock(mutex_);
+            if (count_ == 0) {
+                lock.unlock();
+                pending->complete();
+                return;
+            }
+            waiter_ = std::move(pending);
+        };
+        co_await asio::async_initiate<decltype(asio::use_awaitable), void()>(initiation, asio::use_awaitable);
     }
 
 private:

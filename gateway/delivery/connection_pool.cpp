@@ -82,8 +82,7 @@ void ConnectionPool::serve_waiters(std::vector<SmtpConnection::Pointer>& to_clos
 asio::awaitable<std::optional<ConnectionPool::Grant>> ConnectionPool::acquire(std::string destination,
                                                                               PoolLimits limits) {
     auto self = shared_from_this();
-    co_return co_await asio::async_initiate<decltype(asio::use_awaitable), void(std::optional<Grant>)>(
-        [this, &destination, &limits](auto handler) {
+    auto initiation = [this, &destination, &limits](auto handler) {
             auto completion = make_pending_completion<std::optional<Grant>>(std::move(handler));
             std::vector<SmtpConnection::Pointer> to_close;
             {
@@ -105,8 +104,9 @@ asio::awaitable<std::optional<ConnectionPool::Grant>> ConnectionPool::acquire(st
                 }
             }
             close_later(std::move(to_close));
-        },
-        asio::use_awaitable);
+        };
+    co_return co_await asio::async_initiate<decltype(asio::use_awaitable), void(std::optional<Grant>)>(
+        initiation, asio::use_awaitable);
 }
 
 void ConnectionPool::give_back(const std::string& destination, SmtpConnection::Pointer connection) {

@@ -4,10 +4,12 @@
 //   * One MessageTask per queued message with undelivered recipients. Its
 //     loop (run_message) runs on the scheduler strand: load the message from
 //     the queue (worker pool), sleep on the task's timer until a recipient is
-//     due, run one attempt, repeat until every recipient is final. Public
+//     due, run one attempt, repeat until every recipient is final. At most
+//     max(4, delivery.max_connections) attempts run at once (each holds its
+//     message's bytes); the others wait their turn in FIFO order. Public
 //     methods reach the loops only by posting to that strand, so the timers
 //     are touched from one place.
-//   * An attempt (attempt) loads the bytes, groups the due recipients by next
+//   * An attempt (run_attempt) loads the bytes, groups the due recipients by next
 //     hop (routing.h) and runs one deliver_group coroutine per group, each on
 //     its own strand, concurrently; it ends when all of them have recorded.
 //   * deliver_group gets a connection from the pool (reuse, or resolve with
@@ -27,6 +29,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <random>
@@ -76,6 +79,12 @@ std::string helo_name_of(const Config& config) {
     return config.delivery.helo_name.empty() ? reporting_host_name(config) : config.delivery.helo_name;
 }
 
+// Attempts that may run at once: each needs a connection, and holds its
+// message's bytes in memory.
+std::size_t attempt_limit(const Config& config) {
+    return std::max<std::size_t>(4, config.delivery.max_connections);
+}
+
 const char* status_word(RecipientState state, bool expired) {
     if (expired) return "expired";
     switch (state) {
@@ -121,6 +130,7 @@ struct MessageTask {
     const std::string id;
     asio::steady_timer timer;     // scheduler strand only
     bool run_now = false;         // scheduler strand only
+    bool waiting_for_slot = false;  // scheduler strand only
     std::atomic<bool> forgotten{false};
 };
 
@@ -148,7 +158,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     std::mt19937_64 random;
 
     // Scheduler strand only.
-    std::size_t in_flight = 0;
+    std::size_t in_flight = 0;                                // attempts running
+    std::deque<std::weak_ptr<MessageTask>> attempt_waiters;   // tasks waiting for an attempt slot
     std::function<void()> stop_done;
     std::unique_ptr<asio::steady_timer> grace_timer;
 
@@ -217,6 +228,17 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         if (found != tasks.end() && found->second == task) tasks.erase(found);
     }
 
+    void wake_attempt_waiter() {
+        while (!attempt_waiters.empty()) {
+            auto waiter = attempt_waiters.front().lock();
+            attempt_waiters.pop_front();
+            if (waiter && waiter->waiting_for_slot) {
+                waiter->timer.cancel();
+                return;
+            }
+        }
+    }
+
     void maybe_finish_stop() {
         if (!stopping || in_flight > 0 || !stop_done) return;
         auto done = std::move(stop_done);
@@ -239,7 +261,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
             std::shared_ptr<TlsClientContext> tls = snapshot.second;
             const std::chrono::seconds retry_min = std::max(config->delivery.retry_min, std::chrono::seconds(1));
             queue::Queue* message_queue = &self->queue;
-            auto loaded = co_await run_blocking(self->workers, [message_queue, id] { return message_queue->load(id); });
+            auto load_job = [message_queue, id] { return message_queue->load(id); };
+            auto loaded = co_await run_blocking(self->workers, std::move(load_job));
             if (self->stopping || task->forgotten) break;
             if (!loaded) {
                 if (!loaded.error().is_temporary()) break;  // gone: delivered, removed or quarantined
@@ -267,6 +290,16 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                 continue;
             }
 
+            // Bound the attempts (and message bytes in memory) running at once.
+            const std::size_t limit = attempt_limit(*config);
+            while (self->in_flight >= limit && !self->stopping && !task->forgotten) {
+                task->waiting_for_slot = true;
+                self->attempt_waiters.push_back(task);
+                co_await self->sleep(*task, std::chrono::hours(24));
+                task->waiting_for_slot = false;
+            }
+            if (self->stopping || task->forgotten) break;
+
             auto attempt = std::make_shared<Attempt>();
             attempt->message = std::move(*loaded);
             attempt->config = config;
@@ -279,6 +312,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                 spdlog::error("qid={} delivery attempt failed: {}", id, e.what());
             }
             --self->in_flight;
+            self->wake_attempt_waiter();
             self->maybe_finish_stop();
             // When the outcome could not be written, the same recipients are
             // still due: wait instead of retrying at once.
@@ -293,7 +327,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                                       std::vector<std::size_t> due) {
         const std::string id = attempt->message.id;
         queue::Queue* message_queue = &queue;
-        auto bytes = co_await run_blocking(workers, [message_queue, id] { return message_queue->load_message(id); });
+        auto load_job = [message_queue, id] { return message_queue->load_message(id); };
+        auto bytes = co_await run_blocking(workers, std::move(load_job));
         if (!bytes) {
             spdlog::error("qid={} cannot load the message bytes: {}", id, bytes.error().message);
             co_return false;
@@ -341,7 +376,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         if (grant->idle) co_return Lease{std::move(grant->idle), true};
 
         const std::uint64_t seed = next_seed();
-        auto hosts = co_await run_blocking(workers, [hop, seed] { return resolve_next_hop(hop, seed); });
+        auto resolve_job = [hop, seed] { return resolve_next_hop(hop, seed); };
+        auto hosts = co_await run_blocking(workers, std::move(resolve_job));
         if (!hosts) {
             pool->release(key);
             co_return hosts.error();
@@ -470,7 +506,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
 
         const std::string reporting_mta = reporting_host_name(*attempt->config);
         queue::Queue* message_queue = &queue;
-        auto outcome = co_await run_blocking(workers, [message_queue, attempt, changes, reporting_mta, now]() mutable {
+        auto record_job = [message_queue, attempt, changes, reporting_mta, now]() mutable {
             RecordOutcome out;
             std::vector<queue::Queue::NewMessage> new_messages;
             DsnRequest request;
@@ -496,7 +532,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
             out.status = message_queue->update(attempt->message.id, changes, new_messages);
             out.changes = std::move(changes);
             return out;
-        });
+        };
+        auto outcome = co_await run_blocking(workers, std::move(record_job));
 
         const std::string& id = message.id;
         for (std::size_t i = 0; i < outcome.changes.size(); ++i) {
@@ -531,7 +568,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
 
     static asio::awaitable<void> load_queue(std::shared_ptr<Impl> self) {
         queue::Queue* message_queue = &self->queue;
-        auto messages = co_await run_blocking(self->workers, [message_queue] { return message_queue->list(); });
+        auto list_job = [message_queue] { return message_queue->list(); };
+        auto messages = co_await run_blocking(self->workers, std::move(list_job));
         std::size_t count = 0;
         for (const auto& message : messages) {
             const bool open = std::any_of(message.recipients.begin(), message.recipients.end(),

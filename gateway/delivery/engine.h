@@ -17,6 +17,8 @@
 //
 // Threading: runs on the io_context given; queue writes happen on a worker
 // pool, never on the I/O threads. All public methods are thread safe.
+// Destroy the Engine after stop()'s `done` ran or the io_context stopped: the
+// destructor joins the worker pool.
 #pragma once
 
 #include <cstddef>

@@ -68,6 +68,9 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         asio::strand<asio::io_context::executor_type> strand;
         beast::tcp_stream* lowest_layer = nullptr;  // touched only on `strand`
         bool in_transaction = false;                // DATA/BDAT or commit in progress
+        bool reading = false;                       // a client read is pending
+        bool timed_out = false;                     // that read hit its timeout
+        std::uint64_t read_serial = 0;              // tells a stale timer expiry from a live one
         explicit Connection(asio::strand<asio::io_context::executor_type> s) : strand(std::move(s)) {}
     };
 
@@ -218,6 +221,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         Session session(current->session_context, std::move(facts));
         session.start(refusal);
         std::vector<char> buffer(read_chunk_size);
+        asio::steady_timer read_timer(strand);
 
         try {
             for (;;) {
@@ -262,9 +266,10 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
                 if (action == Action::verify_auth) {
                     AuthRequest request = session.auth_request();
                     auto users = current->config->smtp.users;
-                    bool accepted = co_await run_on(workers, [&] {
-                        return verify_password(users, request.user, request.password);
-                    });
+                    // Named, not a temporary: GCC 12 destroys a lambda temporary in a
+                    // co_await expression twice (see docs/architecture.md).
+                    auto check_password = [&] { return verify_password(users, request.user, request.password); };
+                    bool accepted = co_await run_on(workers, check_password);
                     spdlog::info("smtp: auth {} user={} mechanism={} client={}", accepted ? "ok" : "failed",
                                  request.user, request.mechanism, client);
                     session.auth_done(accepted);
@@ -292,8 +297,21 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
                     continue;
                 }
                 connection->in_transaction = session.in_data();
-                connection->lowest_layer->expires_after(session.in_data() ? limits.data_timeout
-                                                                          : limits.command_timeout);
+                // The read timeout cancels the read instead of closing the socket
+                // (as beast's own timeout would), so the 421 can still be sent.
+                connection->lowest_layer->expires_never();
+                const std::uint64_t read_serial = ++connection->read_serial;
+                connection->reading = true;
+                connection->timed_out = false;
+                read_timer.expires_after(session.in_data() ? limits.data_timeout : limits.command_timeout);
+                read_timer.async_wait([read_serial, connection](const boost::system::error_code& wait_error) {
+                    // A stale expiry (its read already completed) must not touch the next read.
+                    if (wait_error || !connection->reading || connection->read_serial != read_serial) return;
+                    if (!connection->lowest_layer) return;
+                    connection->timed_out = true;
+                    boost::system::error_code ignored;
+                    connection->lowest_layer->socket().cancel(ignored);
+                });
                 boost::system::error_code error;
                 std::size_t received = 0;
                 if (tls) {
@@ -303,7 +321,9 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
                     received = co_await plain.async_read_some(asio::buffer(buffer),
                                                               asio::redirect_error(asio::use_awaitable, error));
                 }
-                if (error == beast::error::timeout) {
+                connection->reading = false;
+                read_timer.cancel();
+                if (connection->timed_out) {
                     spdlog::info("smtp: timeout client={} in_data={}", client, session.in_data());
                     session.timeout();
                     continue;

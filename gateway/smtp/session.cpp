@@ -1127,7 +1127,12 @@ struct Session::State {
     std::string received_header() const {
         HeaderFolder header("Received:");
         header.add("from");
-        header.add(facts.helo.empty() ? "unknown" : facts.helo);
+        std::string helo = facts.helo.empty() ? std::string("unknown") : facts.helo;
+        if (!envelope.smtputf8) {  // keep an ASCII message's header ASCII (RFC 6531 section 3.7.3)
+            auto non_ascii = [](char c) { return static_cast<unsigned char>(c) >= 0x80; };
+            std::replace_if(helo.begin(), helo.end(), non_ascii, '?');
+        }
+        header.add(helo);
         header.add("(" + address_literal(facts.client_ip) + ")");
         if (!facts.tls_version.empty()) {
             header.start_line();

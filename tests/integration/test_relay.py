@@ -18,8 +18,7 @@ MESSAGE = (b"From: Alice <alice@example.com>\r\n"
            b"Content-Transfer-Encoding: 8bit\r\n"
            b"\r\n"
            b"Caf\xc3\xa9 figures attached.\r\n"
-           b"..a line that starts with a dot\r\n"
-           b".\r\n")
+           b"..a line that starts with a dot\r\n")
 
 
 def strip_received(data):

@@ -7,10 +7,12 @@ Usage:
 
 Prints "READY <port>" on stdout once it listens (port 0 picks a free one).
 Each accepted message is written as OUT/<n>.eml (the bytes as received) and
-OUT/<n>.json ({"mail_from", "rcpt_tos", "mail_options", "peer", "tls_version",
-"tls_cipher"}), the .json last, so a reader that sees it finds both complete.
+OUT/<n>.json ({"mail_from" ("" for the null sender), "rcpt_tos", "mail_options",
+"peer", "tls_version", "tls_cipher"}), the .json last, so a reader that sees it
+finds both complete.
 Recipients whose local part starts with "reject" get 550 5.1.1 and those
-starting with "defer" get 451 4.3.0, at RCPT time. SIGTERM or SIGINT stops it.
+starting with "defer" get 451 4.3.0, at RCPT time. SIGTERM or SIGINT stops it,
+and so does the death of its parent (a test that crashed leaves no sink behind).
 """
 
 import argparse
@@ -44,7 +46,7 @@ class CaptureHandler:
         base = os.path.join(self.directory, str(self.count))
         tls_object = server.transport.get_extra_info("ssl_object") if server.transport else None
         facts = {
-            "mail_from": envelope.mail_from,
+            "mail_from": "" if envelope.mail_from == "<>" else envelope.mail_from,
             "rcpt_tos": envelope.rcpt_tos,
             "mail_options": envelope.mail_options,
             "peer": list(session.peer) if session.peer else None,
@@ -98,6 +100,15 @@ def main():
     stop = asyncio.Event()
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signal_number, stop.set)
+    parent = os.getppid()
+
+    def watch_parent():
+        if os.getppid() != parent:
+            stop.set()
+        else:
+            loop.call_later(1.0, watch_parent)
+
+    loop.call_later(1.0, watch_parent)
     print("READY %d" % server.sockets[0].getsockname()[1], flush=True)
     loop.run_until_complete(stop.wait())
     server.close()

@@ -187,7 +187,8 @@ TEST_F(QueueTest, EnvelopeFieldsRoundTrip) {
     envelope.received_unix = 1712345678;
     envelope.session.client_ip = "2001:db8::1";
     envelope.session.client_port = 65535;
-    envelope.session.helo = std::string("bad\xff\xfe helo\0x", 14);  // not UTF-8, kept verbatim
+    const char helo[] = "bad\xff\xfe helo\0x";  // not UTF-8, with a NUL: kept verbatim
+    envelope.session.helo = std::string(helo, sizeof helo - 1);
     envelope.session.tls_version = "TLSv1.3";
     envelope.session.tls_cipher = "TLS_AES_256_GCM_SHA384";
     envelope.session.auth_user = "alice";
@@ -514,6 +515,21 @@ TEST_F(QueueTest, RejectsBadCommits) {
     expect_error(queue.commit_and_wait(id, make_envelope({"b@example.com"}), "y"), "queue.duplicate_id",
                  ErrorClass::permanent);
     EXPECT_EQ(queue.load(id)->recipients[0].address, "a@example.com");
+}
+
+TEST_F(QueueTest, ConcurrentCommitsOfOneIdStoreOne) {
+    Queue& queue = open();
+    for (int round = 0; round < 20; ++round) {
+        const std::string id = make_queue_id();
+        std::promise<Status> first, second;
+        queue.commit(id, make_envelope({"a@example.com"}), "first", [&](Status s) { first.set_value(s); });
+        queue.commit(id, make_envelope({"b@example.com"}), "second", [&](Status s) { second.set_value(s); });
+        const Status a = first.get_future().get();
+        const Status b = second.get_future().get();
+        ASSERT_NE(a.ok(), b.ok());
+        expect_error(a.ok() ? b : a, "queue.duplicate_id", ErrorClass::permanent);
+        EXPECT_EQ(*queue.load_message(id), a.ok() ? "first" : "second");
+    }
 }
 
 TEST_F(QueueTest, ListIsOldestFirst) {

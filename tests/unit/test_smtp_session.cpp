@@ -888,6 +888,18 @@ TEST(SmtpSessionLifecycle, ShutdownDuringCommitWaitsForItsReply) {
     EXPECT_EQ(client.session().pending_action(), Action::close);
 }
 
+TEST(SmtpSessionLifecycle, PipelinedInputDuringAnActionIsBounded) {
+    Client client;
+    client.in_data();
+    client.send("Subject: s\r\n\r\nb\r\n.\r\n");
+    ASSERT_EQ(client.session().pending_action(), Action::commit);
+    std::string flood(256 * 1024, 'n');
+    for (int i = 0; i < 8; ++i) EXPECT_EQ(client.send(flood), "");
+    EXPECT_EQ(client.commit(),
+              "250 2.0.0 Ok: queued as Q1\r\n421 4.7.0 mx.test Error: too much pipelined input\r\n");
+    EXPECT_EQ(client.session().pending_action(), Action::close);
+}
+
 TEST(SmtpSessionLifecycle, BareLfEndsCommandLines) {
     Client client;
     client.start();
