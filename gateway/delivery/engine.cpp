@@ -389,6 +389,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         options.connect_timeout = settings.connect_timeout;
         options.command_timeout = settings.command_timeout;
         options.data_timeout = settings.data_timeout;
+        options.log_context = "qid=" + attempt->message.id;
         auto connection = co_await connect_next_hop(io.get_executor(), std::move(*hosts), hop.port, options);
         if (!connection) {
             pool->release(key);

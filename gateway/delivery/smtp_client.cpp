@@ -451,8 +451,8 @@ asio::awaitable<Result<SmtpConnection::Pointer>> connect_next_hop(asio::any_io_e
             auto connection = co_await SmtpConnection::open(executor, host.host, address, port, options);
             if (connection) co_return connection;
             if (connection.error().code == "delivery.tls_handshake" && options.tls == TlsMode::may) {
-                spdlog::warn("delivery: {}; retrying {}[{}]:{} without TLS (tls=may)", connection.error().message,
-                             host.host, address, port);
+                spdlog::warn("{} {}; retrying {}[{}]:{} without TLS (tls=may)", options.log_context,
+                             connection.error().message, host.host, address, port);
                 SessionOptions plaintext = options;
                 plaintext.tls = TlsMode::none;
                 auto retry = co_await SmtpConnection::open(executor, host.host, address, port, plaintext);
@@ -460,7 +460,7 @@ asio::awaitable<Result<SmtpConnection::Pointer>> connect_next_hop(asio::any_io_e
                 last_error = retry.error();
                 continue;
             }
-            spdlog::info("delivery: {}", connection.error().message);
+            spdlog::info("{} {}", options.log_context, connection.error().message);
             last_error = connection.error();
         }
     }

@@ -73,6 +73,7 @@ struct SessionOptions {
     Seconds connect_timeout{30};
     Seconds command_timeout{300};
     Seconds data_timeout{600};
+    std::string log_context = "delivery:";  // starts log lines written while connecting ("qid=...")
 };
 
 struct Transaction {

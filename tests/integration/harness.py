@@ -18,9 +18,10 @@ import sys
 import tempfile
 import time
 import unittest
+import warnings
 
 SOURCE_DIR = pathlib.Path(os.environ.get("POSTVAULT_SOURCE_DIR", pathlib.Path(__file__).resolve().parents[2]))
-BINARY = os.environ.get("POSTVAULT_BIN", str(SOURCE_DIR / "build" / "test" / "app" / "postvault"))
+BINARY = os.environ.get("POSTVAULT_BIN", str(SOURCE_DIR / "build" / "test" / "postvault"))
 CAPTURE_SINK = SOURCE_DIR / "tests" / "tools" / "capture_sink.py"
 PYTHON = "/usr/bin/python3"
 
@@ -244,6 +245,9 @@ class PostvaultTestCase(unittest.TestCase):
     def setUp(self):
         if not os.path.exists(BINARY):
             self.fail(f"postvault binary not found at {BINARY} (build first, or set POSTVAULT_BIN)")
+        # Tests leave raw SMTP sockets to the garbage collector on purpose
+        # (the server must cope with abandoned connections).
+        warnings.simplefilter("ignore", ResourceWarning)
         self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="postvault-test-"))
         self.cleanups = []
 

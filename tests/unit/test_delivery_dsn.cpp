@@ -73,8 +73,11 @@ TEST(DeliveryDsn, StructureAndFields) {
     EXPECT_EQ(dsn->envelope.received_unix, 1700000100);
 
     // Every line ends in CRLF.
-    for (std::size_t i = 0; i < dsn->message.size(); ++i)
-        if (dsn->message[i] == '\n') ASSERT_TRUE(i > 0 && dsn->message[i - 1] == '\r') << "bare LF at " << i;
+    for (std::size_t i = 0; i < dsn->message.size(); ++i) {
+        if (dsn->message[i] == '\n') {
+            ASSERT_TRUE(i > 0 && dsn->message[i - 1] == '\r') << "bare LF at " << i;
+        }
+    }
 
     auto message = parse(dsn->message);
     ASSERT_TRUE(message);

@@ -49,6 +49,7 @@ public:
         std::size_t lines = 1;
         std::string reply;
         bool until_dot = false;
+        std::chrono::milliseconds delay{0};  // before the reply
     };
 
     ScriptedServer(std::string greeting, std::vector<Step> steps)
@@ -103,6 +104,7 @@ private:
                 if (error) return;
                 received_.append(chunk, length);
             }
+            std::this_thread::sleep_for(step.delay);
             if (!step.reply.empty()) asio::write(socket, asio::buffer(step.reply), error);
             if (error) return;
         }
@@ -307,6 +309,28 @@ TEST(DeliverySmtp, StarttlsResponseInjectionIsRefused) {
     Session session = run_session(server.port(), test_options(TlsMode::may), Transaction{});
     ASSERT_TRUE(session.open_error);
     EXPECT_EQ(session.open_error->code, "delivery.protocol");
+}
+
+TEST(DeliverySmtp, FailedHandshakeIsReportedForPlaintextRetry) {
+    // The server says 220 to STARTTLS, then answers the ClientHello with plaintext.
+    const std::vector<ScriptedServer::Step> script = {{1, "250-sink.test\r\n250 STARTTLS\r\n"},
+                                                      {1, "220 2.0.0 Go ahead\r\n"},
+                                                      {0, "500 not TLS at all\r\n", false, std::chrono::milliseconds(200)}};
+    {
+        ScriptedServer server("220 sink.test\r\n", script);
+        Session session = run_session(server.port(), test_options(TlsMode::may), Transaction{}, false);
+        ASSERT_TRUE(session.open_error);
+        // "may": connect_next_hop() reconnects without TLS on this code.
+        EXPECT_EQ(session.open_error->code, "delivery.tls_handshake");
+    }
+    {
+        ScriptedServer server("220 sink.test\r\n", script);
+        Session session = run_session(server.port(), test_options(TlsMode::required), Transaction{}, false);
+        ASSERT_TRUE(session.open_error);
+        EXPECT_EQ(session.open_error->code, "delivery.tls_required");
+        EXPECT_NE(session.open_error->message.find("TLS is required, but the TLS handshake"), std::string::npos)
+            << session.open_error->message;
+    }
 }
 
 TEST(DeliverySmtp, EndlessReplyIsCutOff) {
