@@ -9,9 +9,10 @@
 //     message's bytes); the others wait their turn in FIFO order. Public
 //     methods reach the loops only by posting to that strand, so the timers
 //     are touched from one place.
-//   * An attempt (run_attempt) loads the bytes, groups the due recipients by next
-//     hop (routing.h) and runs one deliver_group coroutine per group, each on
-//     its own strand, concurrently; it ends when all of them have recorded.
+//   * An attempt (run_attempt) loads the bytes, groups the due recipients by
+//     next hop (routing.h), at most 50 to a group, and runs one deliver_group
+//     per group, each on its own strand, concurrently; it ends when all of
+//     them have recorded.
 //   * deliver_group gets a connection from the pool (reuse, or resolve with
 //     mx.h on the worker pool and connect with smtp_client.h), runs one SMTP
 //     transaction, returns the connection (RSET) or closes it, and records
@@ -51,6 +52,10 @@ namespace {
 // Queue writes, DNS and DSN building run here; a few threads suffice since
 // each queue write waits mostly for the group commit's fsync.
 constexpr std::size_t kWorkerThreads = 4;
+
+// Recipients per SMTP transaction (Postfix's smtp_destination_recipient_limit):
+// servers commonly refuse more than 50 or 100 RCPTs with 452.
+constexpr std::size_t kMaxRecipientsPerTransaction = 50;
 
 using queue::QueuedMessage;
 using queue::RecipientState;
@@ -335,12 +340,15 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         }
         attempt->bytes = std::move(*bytes);
 
+        // One transaction per next hop, of at most kMaxRecipientsPerTransaction.
+        std::map<std::string, std::size_t> members;  // hop key -> recipients so far
         std::map<std::string, Group> groups;
         for (std::size_t position : due) {
             const std::string domain = domain_of(attempt->message.recipients[position].address);
             auto hop = select_next_hop(*attempt->config, domain);
-            const std::string key = hop ? hop->key() : "error:" + hop.error().message;
-            Group& group = groups[key];
+            const std::string hop_key = hop ? hop->key() : "error:" + hop.error().message;
+            const std::size_t chunk = members[hop_key]++ / kMaxRecipientsPerTransaction;
+            Group& group = groups[hop_key + "#" + std::to_string(chunk)];
             if (hop) group.hop = *hop;
             else group.routing_error = hop.error();
             group.positions.push_back(position);

@@ -70,7 +70,7 @@ def toml_value(value):
 class CaptureSink:
     """tests/tools/capture_sink.py as the next hop; messages land in a folder."""
 
-    def __init__(self, directory, tls_cert=None, tls_key=None, require_tls=False, port=0):
+    def __init__(self, directory, tls_cert=None, tls_key=None, require_tls=False, port=0, smtputf8=False):
         self.directory = pathlib.Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         args = [PYTHON, str(CAPTURE_SINK), "--listen", f"127.0.0.1:{port}", "--dir", str(self.directory)]
@@ -78,6 +78,8 @@ class CaptureSink:
             args += ["--tls-cert", str(tls_cert), "--tls-key", str(tls_key)]
         if require_tls:
             args += ["--require-tls"]
+        if smtputf8:
+            args += ["--smtputf8"]
         self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.process.stdout.readline()
         if not line.startswith("READY"):

@@ -6,7 +6,7 @@ import ssl
 import subprocess
 import unittest
 
-from harness import PostvaultTestCase, SmtpClient
+from harness import PostvaultTestCase, SmtpClient, wait_until
 
 MESSAGE = (b"From: Alice <alice@example.com>\r\n"
            b"To: Bob <bob@example.org>\r\n"
@@ -134,7 +134,7 @@ class RelayTest(PostvaultTestCase):
         self.assertEqual(self.pv.queue_json(), [])
         self.assertEqual(self.sink.messages(), [])
 
-    def test_utf8_addresses_need_smtputf8(self):
+    def send_utf8(self):
         client = SmtpClient(self.pv.port)
         client.read_reply()
         client.command("EHLO utf8.example.com")
@@ -144,9 +144,23 @@ class RelayTest(PostvaultTestCase):
         self.assertReply(client.command("RCPT TO:<b\u00fccher@example.org>"), 250)
         self.assertReply(client.command("DATA"), 354)
         client.send("Subject: =?utf-8?q?b=C3=BCcher?=\r\n\r\nhallo\r\n.\r\n".encode())
-        self.assertReply(client.read_reply(), 250)
-        meta, _ = self.sink.wait_for(1)[0]
+        code, text = client.read_reply()
+        self.assertEqual(code, 250, text)
+        return text.split()[-1]
+
+    def test_utf8_addresses_need_smtputf8(self):
+        sink = self.start_sink("utf8-sink", smtputf8=True)
+        self.pv.write_config(delivery={"relayhost": f"127.0.0.1:{sink.port}"})
+        self.pv.cli("reload", "--config", str(self.pv.config_path))
+        self.send_utf8()
+        meta, _ = sink.wait_for(1)[0]
         self.assertEqual(meta["rcpt_tos"], ["b\u00fccher@example.org"])
+
+    def test_utf8_mail_is_never_downgraded_for_a_hop_without_smtputf8(self):
+        queue_id = self.send_utf8()
+        wait_until(lambda: f"qid={queue_id}" in self.pv.log_text() and "5.6.7" in self.pv.log_text(),
+                   message="bounce with 5.6.7")
+        self.assertFalse(any(meta["mail_from"] == "jos\u00e9@example.com" for meta, _ in self.sink.messages()))
 
 
 class RelayControlTest(PostvaultTestCase):

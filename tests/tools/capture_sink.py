@@ -3,7 +3,7 @@
 
 Usage:
   /usr/bin/python3 capture_sink.py --listen 127.0.0.1:0 --dir OUT
-      [--tls-cert CERT --tls-key KEY [--require-tls]] [--smtputf8]
+      [--tls-cert CERT --tls-key KEY [--require-tls]] [--smtputf8] [--verbose]
 
 Prints "READY <port>" on stdout once it listens (port 0 picks a free one).
 Each accepted message is written as OUT/<n>.eml (the bytes as received) and
@@ -13,11 +13,14 @@ finds both complete.
 Recipients whose local part starts with "reject" get 550 5.1.1 and those
 starting with "defer" get 451 4.3.0, at RCPT time. SIGTERM or SIGINT stops it,
 and so does the death of its parent (a test that crashed leaves no sink behind).
+aiosmtpd's own log (session errors, failed handshakes) goes to stderr only
+with --verbose, so a parent that never reads stderr cannot block the sink.
 """
 
 import argparse
 import asyncio
 import json
+import logging
 import os
 import signal
 import ssl
@@ -77,7 +80,9 @@ def main():
     parser.add_argument("--tls-key", help="PEM private key for --tls-cert")
     parser.add_argument("--require-tls", action="store_true", help="refuse mail before STARTTLS")
     parser.add_argument("--smtputf8", action="store_true", help="offer SMTPUTF8")
+    parser.add_argument("--verbose", action="store_true", help="aiosmtpd's log on stderr")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.CRITICAL + 1)
 
     os.makedirs(args.dir, exist_ok=True)
     tls_context = None
