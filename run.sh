@@ -24,6 +24,7 @@ cat <<INFO
 postvault is starting: SMTP on ${listen} (STARTTLS offered), data in ./var/
   send a first message:   swaks --server ${host}:${port} --from you@example.com --to someone@example.org
   see the queue:          ./run.sh queue list
+  next hop:               MX lookup; set [delivery] relayhost in var/postvault.toml, then ./run.sh reload
   stop:                   Ctrl-C (drains and exits)
 INFO
 exec "$binary" serve --config var/postvault.toml

@@ -5,6 +5,8 @@
 // line and column, so one run of `postvault config check` shows them all.
 #include "common/config.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -289,6 +291,24 @@ void validate(Config& config, ConfigReader& reader, const toml::table& root) {
         check(hop.ok(), "delivery.inbound_relayhost",
               "'delivery.inbound_relayhost': " + (hop ? std::string() : hop.error().message));
     }
+    // A resolver finds its name servers by address, never by name; libresolv
+    // asks at most 3 (MAXNS).
+    auto dns_server_index = 0;
+    for (const auto& server : config.delivery.dns_servers) {
+        const std::string at = "delivery.dns_servers[" + std::to_string(dns_server_index++) + "]";
+        auto endpoint = parse_host_port(server, 53);
+        if (!endpoint) {
+            check(false, at, "'delivery.dns_servers': " + endpoint.error().message);
+            continue;
+        }
+        unsigned char address[sizeof(in6_addr)];
+        const bool literal = inet_pton(AF_INET, endpoint->host.c_str(), address) == 1 ||
+                             inet_pton(AF_INET6, endpoint->host.c_str(), address) == 1;
+        check(literal, at, "'delivery.dns_servers': '" + server + "' must be an IP address (\"ip\", \"ip:port\" or "
+                           "\"[v6]:port\"), not a host name");
+    }
+    check(config.delivery.dns_servers.size() <= 3, "delivery.dns_servers",
+          "'delivery.dns_servers' takes at most 3 servers");
     if (!config.delivery.ca_file.empty()) {
         check(std::filesystem::exists(config.delivery.ca_file), "delivery.ca_file",
               "file not found: " + config.delivery.ca_file);
@@ -403,6 +423,7 @@ Result<Config> parse_config(const std::string& text, const std::string& name) {
             {"max_connections_per_destination", reader.integer("delivery.max_connections_per_destination",
                                                                 d.max_connections_per_destination, 1, 10000)},
             {"mx_port", reader.integer("delivery.mx_port", d.mx_port, 1, 65535)},
+            {"dns_servers", reader.string_list("delivery.dns_servers", d.dns_servers)},
         })},
     };
     reader.read_table(root, "", top);

@@ -74,6 +74,11 @@ struct DeliveryConfig {
     std::size_t max_connections = 200;
     std::size_t max_connections_per_destination = 20;
     int mx_port = 25;
+    // Name servers for MX lookups and the addresses of MX hosts, instead of
+    // those in /etc/resolv.conf (split DNS, a local validating resolver):
+    // "ip", "ip:port" or "[v6]:port" (port 53 by default), IP literals only,
+    // at most 3. Empty: the system resolver. Relay hosts do not use them.
+    std::vector<std::string> dns_servers;
 };
 
 struct Config {

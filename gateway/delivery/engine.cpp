@@ -384,7 +384,9 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         if (grant->idle) co_return Lease{std::move(grant->idle), true};
 
         const std::uint64_t seed = next_seed();
-        auto resolve_job = [hop, seed] { return resolve_next_hop(hop, seed); };
+        auto resolve_job = [hop, name_servers = settings.dns_servers, seed] {
+            return resolve_next_hop(hop, name_servers, seed);
+        };
         auto hosts = co_await run_blocking(workers, std::move(resolve_job));
         if (!hosts) {
             pool->release(key);

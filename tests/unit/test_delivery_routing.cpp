@@ -1,5 +1,7 @@
 // Tests for gateway/delivery/routing.h, mx.h (answer parsing) and retry.h:
-// next hop and TLS policy selection, MX records from DNS wire bytes, backoff.
+// next hop and TLS policy selection, MX and A/AAAA records from DNS wire
+// bytes, DNS server entries that cannot be used, backoff. Lookups against a
+// real (test) DNS server are in tests/integration/test_mx.py.
 #include <gtest/gtest.h>
 
 #include <arpa/nameser.h>
@@ -118,6 +120,7 @@ struct Answer {
     unsigned preference = 10;
     std::string host;  // "" for the root
     bool compress_host = false;  // host = "mx." + the query name, as a pointer
+    std::vector<unsigned char> rdata = {};  // for other types; empty: 192.0.2.1
 };
 
 // A DNS response for "example.com MX" with these answer records.
@@ -149,7 +152,7 @@ std::vector<unsigned char> response(const std::vector<Answer>& answers) {
                 put_name(rdata, answer.host);
             }
         } else {
-            rdata = {192, 0, 2, 1};
+            rdata = answer.rdata.empty() ? std::vector<unsigned char>{192, 0, 2, 1} : answer.rdata;
         }
         put16(out, static_cast<unsigned>(rdata.size()));
         out.insert(out.end(), rdata.begin(), rdata.end());
@@ -217,10 +220,47 @@ TEST(DeliveryMx, RelayHostLiteralResolvesWithoutDns) {
     hop.kind = NextHop::Kind::relay;
     hop.name = "127.0.0.1";
     hop.port = 2525;
-    auto hosts = resolve_next_hop(hop, 1);
+    auto hosts = resolve_next_hop(hop, {}, 1);
     ASSERT_TRUE(hosts.ok());
     ASSERT_EQ(hosts->size(), 1u);
     EXPECT_EQ(hosts->front().addresses, std::vector<std::string>{"127.0.0.1"});
+}
+
+TEST(DeliveryMx, ParsesAddressRecordsIpv4First) {
+    std::vector<unsigned char> v6(16, 0);
+    v6[0] = 0x20, v6[1] = 0x01, v6[2] = 0x0d, v6[3] = 0xb8, v6[15] = 1;
+    const auto bytes = response({{ns_t_aaaa, 0, "", false, v6},
+                                 {ns_t_a, 0, "", false, {198, 51, 100, 7}},
+                                 {ns_t_mx, 10, "mx.example.com"},
+                                 {ns_t_a, 0, "", false, {192, 0, 2, 1}},
+                                 {ns_t_a, 0, "", false, {198, 51, 100, 7}}});
+    auto addresses = parse_address_answer(bytes.data(), bytes.size());
+    ASSERT_TRUE(addresses.ok());
+    EXPECT_EQ(*addresses, (std::vector<std::string>{"198.51.100.7", "192.0.2.1", "2001:db8::1"}));
+
+    const auto empty = response({});
+    ASSERT_TRUE(parse_address_answer(empty.data(), empty.size()).ok());
+    EXPECT_TRUE(parse_address_answer(empty.data(), empty.size())->empty());
+
+    const auto short_a = response({{ns_t_a, 0, "", false, {192, 0, 2}}});
+    auto malformed = parse_address_answer(short_a.data(), short_a.size());
+    ASSERT_FALSE(malformed.ok());
+    EXPECT_TRUE(malformed.error().is_temporary());
+}
+
+TEST(DeliveryMx, UnusableDnsServersDeferWithoutAsking) {
+    NextHop hop;
+    hop.kind = NextHop::Kind::mx;
+    hop.name = "example.com";
+    for (const std::vector<std::string>& servers :
+         {std::vector<std::string>{"dns.example.net"}, std::vector<std::string>{"2001:db8::53"},
+          std::vector<std::string>{"127.0.0.1:0"},
+          std::vector<std::string>{"127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"}}) {
+        auto hosts = resolve_next_hop(hop, servers, 1);
+        ASSERT_FALSE(hosts.ok()) << servers.front();
+        EXPECT_TRUE(hosts.error().is_temporary()) << servers.front();
+        EXPECT_EQ(hosts.error().code, "delivery.dns") << servers.front();
+    }
 }
 
 // --- retry -------------------------------------------------------------------
