@@ -121,8 +121,14 @@ int run_serve(const std::string& config_path) {
             signals.async_wait(on_signal);
             return;
         }
-        if (stopping) return;
+        if (stopping) {
+            // A second signal: stop now. Acknowledged mail is already durable.
+            spdlog::warn("serve: signal {} received again, stopping without draining", signal_number);
+            io.stop();
+            return;
+        }
         stopping = true;
+        signals.async_wait(on_signal);
         spdlog::info("serve: signal {} received, draining", signal_number);
         control_server.stop();
         server.stop(smtp_drain_grace, [&] {

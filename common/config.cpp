@@ -402,6 +402,7 @@ Result<Config> parse_config(const std::string& text, const std::string& name) {
             {"max_connections", reader.integer("smtp.max_connections", m.max_connections, 1, 100000)},
             {"max_connections_per_ip", reader.integer("smtp.max_connections_per_ip", m.max_connections_per_ip, 1, 100000)},
             {"max_errors", reader.integer("smtp.max_errors", m.max_errors, 1, 10000)},
+            {"max_hops", reader.integer("smtp.max_hops", m.max_hops, 1, 1000)},
             {"min_free_disk", reader.size("smtp.min_free_disk", m.min_free_disk)},
             {"users", users},
         })},

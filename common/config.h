@@ -53,6 +53,7 @@ struct SmtpConfig {
     std::size_t max_connections = 500;
     std::size_t max_connections_per_ip = 100;
     std::size_t max_errors = 20;
+    std::size_t max_hops = 50;         // Received: headers allowed before a message counts as looping
     std::uint64_t min_free_disk = 256ull * 1024 * 1024;
     std::vector<SmtpUser> users;
 };

@@ -10,6 +10,22 @@ bool is_log_level(const std::string& level) {
            level == "error";
 }
 
+std::string printable(std::string_view text) {
+    std::string result;
+    result.reserve(text.size());
+    for (unsigned char c : text) {
+        if (c < 0x20 || c == 0x7F || c == '\\') {
+            static const char hex[] = "0123456789abcdef";
+            result += "\\x";
+            result += hex[c >> 4];
+            result += hex[c & 0xF];
+        } else {
+            result += static_cast<char>(c);
+        }
+    }
+    return result;
+}
+
 Status setup_logging(const std::string& level) {
     if (!is_log_level(level)) {
         return Error::permanent("log.level", "unknown log level '" + level + "'");

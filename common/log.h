@@ -7,6 +7,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include "common/result.h"
 
@@ -15,5 +16,9 @@ namespace postvault {
 // Sets the global level ("trace", "debug", "info", "warn", "error") and format.
 Status setup_logging(const std::string& level);
 bool is_log_level(const std::string& level);
+
+// `text` safe for one log line: control characters and bytes that would let a
+// client forge a line ("\n... status=sent") become \xNN escapes.
+std::string printable(std::string_view text);
 
 }  // namespace postvault

@@ -1,10 +1,14 @@
 #include "gateway/control/control.h"
 
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 
 #include <filesystem>
 
 #include <spdlog/spdlog.h>
+
+#include "common/async.h"
 
 namespace postvault::control {
 
@@ -130,17 +134,18 @@ struct ControlServer::Impl : std::enable_shared_from_this<ControlServer::Impl> {
             if (request.is_discarded() || !request.is_object()) {
                 response = error_json(Error::permanent("control.request", "request is not a JSON object"));
             } else {
-                auto caller = co_await asio::this_coro::executor;
-                co_await asio::post(workers, asio::use_awaitable);
-                try {
-                    response = handle(request);
-                } catch (const std::exception& exception) {
-                    response = error_json(Error::temporary("control.internal", exception.what()));
-                }
-                co_await asio::post(caller, asio::use_awaitable);
+                auto run_request = [this, request] {
+                    try {
+                        return handle(request);
+                    } catch (const std::exception& exception) {
+                        return error_json(Error::temporary("control.internal", exception.what()));
+                    }
+                };
+                response = co_await run_blocking(workers, std::move(run_request));
             }
         }
-        std::string text = response.dump() + "\n";
+        // Replies can hold client- or remote-supplied bytes that are not UTF-8.
+        std::string text = response.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
         stream.expires_after(request_timeout);
         co_await asio::async_write(stream, asio::buffer(text), asio::redirect_error(asio::use_awaitable, error));
     }
@@ -198,6 +203,10 @@ Result<nlohmann::json> send_request(const std::string& socket_path, const nlohma
         return Error::temporary("control.connect", "cannot reach the server at " + socket_path + ": " +
                                                        error.message() + " (is `postvault serve` running?)");
     }
+    // The server answers within seconds; never hang an administrator's shell.
+    struct timeval timeout {60, 0};
+    setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    setsockopt(socket.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
     std::string text = request.dump() + "\n";
     asio::write(socket, asio::buffer(text), error);
     std::string reply;

@@ -26,7 +26,7 @@
 #include <vector>
 
 #include "common/asio.h"
-#include "gateway/delivery/async_util.h"
+#include "common/async.h"
 #include "gateway/delivery/smtp_client.h"
 
 namespace postvault::delivery {

@@ -37,7 +37,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "gateway/delivery/async_util.h"
+#include "common/async.h"
 #include "gateway/delivery/connection_pool.h"
 #include "gateway/delivery/dsn.h"
 #include "gateway/delivery/mx.h"

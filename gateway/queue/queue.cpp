@@ -958,7 +958,9 @@ Status Queue::update(const std::string& id, const std::vector<RecipientStatus>& 
     return guarded("updating the queue", [&]() -> Status {
         if (impl_->committer.on_committer_thread())
             return Error::permanent("queue.reentrant", "a commit callback must not wait for the queue");
-        if (!new_messages.empty() && !impl_->disk_has_room()) return impl_->disk_full();
+        // No floor here: the floor keeps new mail out, but delivery outcomes
+        // (and the small DSN a bounce brings) must be recorded, or delivered
+        // mail would be sent again on every retry while the disk is low.
 
         std::lock_guard lock(impl_->lock_for(id));
         auto stored = impl_->read_records(id, nullptr, MessageBytes::skip);

@@ -101,7 +101,7 @@ public:
     // A change replaces state, attempts, next_attempt_unix, updated_unix (0:
     // now), last_reply, remote_host, tls_version, tls_cipher and dsn_sent;
     // index and address stay. A delivered/bounced recipient keeps its state
-    // ("queue.final_state"). Refused on a full disk only with new_messages.
+    // ("queue.final_state"). Never refused for the disk floor (outcomes must be kept).
     struct NewMessage {
         std::string id;
         Envelope envelope;

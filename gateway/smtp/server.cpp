@@ -9,6 +9,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/async.h"
+#include "common/log.h"
 #include "common/net.h"
 #include "gateway/smtp/auth.h"
 #include "gateway/smtp/session.h"
@@ -48,16 +50,6 @@ auto async_commit(queue::Queue& queue, std::string id, Envelope envelope, std::s
                          });
         },
         token, std::move(id), std::move(envelope), std::move(message));
-}
-
-// Runs `function` on the worker pool and resumes on the caller's executor.
-template <typename Function>
-asio::awaitable<std::invoke_result_t<Function>> run_on(asio::thread_pool& workers, Function function) {
-    auto caller = co_await asio::this_coro::executor;
-    co_await asio::post(workers, asio::use_awaitable);
-    auto result = function();
-    co_await asio::post(caller, asio::use_awaitable);
-    co_return result;
 }
 
 }  // namespace
@@ -105,6 +97,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         auto domains = std::make_shared<std::set<std::string>>(config->smtp.local_domains.begin(),
                                                                config->smtp.local_domains.end());
         context->is_local_domain = [domains](const std::string& domain) { return domains->count(domain) > 0; };
+        if (!config->smtp.local_domains.empty()) context->postmaster_domain = config->smtp.local_domains.front();
         for (const auto& text : config->smtp.trusted_networks) {
             if (auto network = Network::parse(text)) result->trusted_networks.push_back(*network);
         }
@@ -269,9 +262,9 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
                     // Named, not a temporary: GCC 12 destroys a lambda temporary in a
                     // co_await expression twice (see docs/architecture.md).
                     auto check_password = [&] { return verify_password(users, request.user, request.password); };
-                    bool accepted = co_await run_on(workers, check_password);
+                    bool accepted = co_await run_blocking(workers, std::move(check_password));
                     spdlog::info("smtp: auth {} user={} mechanism={} client={}", accepted ? "ok" : "failed",
-                                 request.user, request.mechanism, client);
+                                 printable(request.user), request.mechanism, client);
                     session.auth_done(accepted);
                     continue;
                 }

@@ -65,6 +65,29 @@ bool equals_ignoring_case(std::string_view left, std::string_view right) {
     return true;
 }
 
+// Received: fields in the header section of `message` (RFC 5321 6.3 loop detection).
+std::size_t count_received_headers(const std::string& message) {
+    std::size_t count = 0;
+    std::size_t line = 0;
+    while (line < message.size()) {
+        if (message.compare(line, 2, "\r\n") == 0) break;  // end of the header section
+        if (message.size() - line >= 9 && equals_ignoring_case(std::string_view(message).substr(line, 9), "received:")) {
+            ++count;
+        }
+        std::size_t end = message.find("\r\n", line);
+        if (end == std::string::npos) break;
+        line = end + 2;
+    }
+    return count;
+}
+
+// True when the local part carries a route of its own ('%', '!' or a quoted '@').
+bool has_sender_routing(const std::string& address) {
+    std::string_view local_part(address.data(), address.rfind('@') == std::string::npos ? address.size()
+                                                                                     : address.rfind('@'));
+    return local_part.find_first_of("%!@") != std::string_view::npos;
+}
+
 bool starts_with_ignoring_case(std::string_view text, std::string_view prefix) {
     return text.size() >= prefix.size() && equals_ignoring_case(text.substr(0, prefix.size()), prefix);
 }
@@ -889,8 +912,15 @@ struct Session::State {
         std::optional<ParsedPath> path = parse_path(argument.substr(3));
         if (!path || path->address.empty()) return reply_error("501 5.1.3 Bad recipient address syntax");
         // RFC 5321 section 4.5.1: <postmaster> without a domain must be accepted.
-        bool postmaster = equals_ignoring_case(path->address, "postmaster");
-        if (!postmaster && !is_valid_mailbox(path->address)) {
+        // It means the postmaster of the organization's first local domain; with
+        // no local domain there is nobody local to give it to.
+        if (equals_ignoring_case(path->address, "postmaster")) {
+            if (context->postmaster_domain.empty()) {
+                return reply_error("550 5.1.1 <postmaster>: no local domain is configured here");
+            }
+            path->address = "postmaster@" + context->postmaster_domain;
+        }
+        if (!is_valid_mailbox(path->address)) {
             return reply_error("501 5.1.3 Bad recipient address syntax");
         }
         if (!path->parameters.empty()) return reply_error("555 5.5.4 Unsupported RCPT parameter");
@@ -898,10 +928,15 @@ struct Session::State {
             return reply_error("553 5.6.7 Non-ASCII recipient address requires SMTPUTF8");
         }
 
-        bool relay_allowed = facts.trusted || !facts.auth_user.empty() || postmaster ||
-                             (context->is_local_domain && context->is_local_domain(domain_of(path->address)));
-        if (!relay_allowed) {
+        bool may_relay = facts.trusted || !facts.auth_user.empty();
+        bool local = context->is_local_domain && context->is_local_domain(domain_of(path->address));
+        if (!may_relay && !local) {
             return reply_error("554 5.7.1 <" + path->address + ">: Relay access denied");
+        }
+        if (!may_relay && has_sender_routing(path->address)) {
+            // "user%elsewhere@local", "elsewhere!user@local", "\"user@elsewhere\"@local":
+            // the internal server might honour these and relay for a stranger.
+            return reply_error("554 5.7.1 <" + path->address + ">: Sender-specified routing is not allowed");
         }
         std::vector<std::string>& recipients = envelope.recipients;
         if (std::find(recipients.begin(), recipients.end(), path->address) != recipients.end()) {
@@ -1099,6 +1134,10 @@ struct Session::State {
                 default:
                     return reply("552 5.3.4 Message size exceeds fixed maximum message size");
             }
+        }
+        if (count_received_headers(message) >= limits.max_hops) {
+            reset_transaction();
+            return reply("554 5.4.6 Message rejected: too many Received: headers (mail loop?)");
         }
         envelope.received_unix = static_cast<std::int64_t>(std::time(nullptr));
         envelope.session = facts;

@@ -44,6 +44,7 @@ struct SessionContext {
     std::function<bool()> disk_has_room;        // false: 452 4.3.1
     std::function<std::string()> new_queue_id;  // unique, used in Received:
     std::function<bool(const std::string& domain)> is_local_domain;
+    std::string postmaster_domain;              // RCPT <postmaster> goes here; empty: refused
 };
 
 enum class Action { none, commit, verify_auth, start_tls, close };

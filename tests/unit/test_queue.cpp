@@ -639,7 +639,7 @@ TEST_F(QueueTest, UpdateQuarantinesWhenARecipientRecordIsMissing) {
     EXPECT_EQ(queue.list_quarantined().size(), 3u);
 }
 
-TEST_F(QueueTest, DiskFullRefusesCommitsButNotDeliveries) {
+TEST_F(QueueTest, DiskFullRefusesCommitsButNotOutcomes) {
     open();
     const std::string id = commit({"a@example.com", "b@example.com"});
     Queue& queue = open(std::numeric_limits<std::uint64_t>::max());
@@ -654,8 +654,11 @@ TEST_F(QueueTest, DiskFullRefusesCommitsButNotDeliveries) {
     bounced.index = 1;
     bounced.state = RecipientState::bounced;
     Queue::NewMessage dsn{make_queue_id(), make_envelope({"sender@example.org"}), "dsn"};
-    expect_error(queue.update(id, {bounced}, {dsn}), "queue.disk_full", ErrorClass::temporary);
-    EXPECT_EQ(queue.list().size(), 1u);
+    // Outcomes and the DSN they bring are recorded even below the floor:
+    // refusing them would make delivered mail go out again on every retry.
+    EXPECT_TRUE(queue.update(id, {bounced}, {dsn}).ok());
+    ASSERT_EQ(queue.list().size(), 1u);
+    EXPECT_EQ(queue.list()[0].id, dsn.id);
 
     EXPECT_TRUE(open(1).disk_has_room());
 }

@@ -26,6 +26,7 @@ struct ClientOptions {
     bool tls_available = true;
     bool auth_available = true;
     bool trusted = false;
+    std::string postmaster_domain = "local.test";
 };
 
 // What the fake server behind the context observes.
@@ -47,6 +48,7 @@ public:
         context->disk_has_room = [server] { return server->disk_has_room; };
         context->new_queue_id = [server] { return "Q" + std::to_string(++server->queue_ids_issued); };
         context->is_local_domain = [](const std::string& domain) { return domain == "local.test"; };
+        context->postmaster_domain = options.postmaster_domain;
         SessionFacts facts;
         facts.client_ip = "192.0.2.10";
         facts.client_port = 40000;
@@ -277,7 +279,7 @@ TEST(SmtpSessionCommands, AddressForms) {
     EXPECT_EQ(envelope.declared_size, 100u);
     EXPECT_EQ(envelope.recipients,
               (std::vector<std::string>{"bob@local.test", "\"john doe\"@local.test", "carol@local.test",
-                                        "dave@local.test", "Postmaster"}));
+                                        "dave@local.test", "postmaster@local.test"}));
 }
 
 TEST(SmtpSessionCommands, NonAsciiAddressNeedsSmtputf8) {
@@ -549,6 +551,61 @@ TEST(SmtpSessionRelay, UntrustedClientCannotRelay) {
               "250 2.1.0 Ok\r\n554 5.7.1 <x@remote.test>: Relay access denied\r\n");
     EXPECT_EQ(client.send("RCPT TO:<x@LOCAL.test>\r\n"), "250 2.1.5 Ok\r\n");
     EXPECT_EQ(client.send("RCPT TO:<postmaster>\r\n"), "250 2.1.5 Ok\r\n");
+}
+
+
+TEST(SmtpSessionRelay, BarePostmasterMeansTheFirstLocalDomain) {
+    Client client;
+    client.ready();
+    EXPECT_EQ(client.send("MAIL FROM:<a@b.test>\r\nRCPT TO:<PostMaster>\r\nDATA\r\n"),
+              "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n");
+    client.send("Subject: hi\r\n\r\nhello\r\n.\r\n");
+    ASSERT_EQ(client.session().pending_action(), Action::commit);
+    EXPECT_EQ(client.session().envelope().recipients, std::vector<std::string>{"postmaster@local.test"});
+}
+
+TEST(SmtpSessionRelay, BarePostmasterRefusedWithoutLocalDomains) {
+    ClientOptions options;
+    options.postmaster_domain = "";
+    Client client(options);
+    client.ready();
+    EXPECT_EQ(codes(client.send("MAIL FROM:<a@b.test>\r\nRCPT TO:<postmaster>\r\n")), (Codes{"250", "550"}));
+}
+
+TEST(SmtpSessionRelay, SenderSpecifiedRoutingRefusedFromStrangers) {
+    Client client;
+    client.ready();
+    EXPECT_EQ(client.send("MAIL FROM:<a@b.test>\r\n"), "250 2.1.0 Ok\r\n");
+    for (std::string recipient : {"victim%evil.test@local.test", "evil.test!victim@local.test",
+                                  "\"victim@evil.test\"@local.test"}) {
+        std::string reply = client.send("RCPT TO:<" + recipient + ">\r\n");
+        EXPECT_EQ(reply.substr(0, 10), "554 5.7.1 ") << recipient << ": " << reply;
+    }
+    ClientOptions trusted;
+    trusted.trusted = true;
+    Client relay(trusted);
+    relay.ready();
+    EXPECT_EQ(relay.send("MAIL FROM:<a@b.test>\r\nRCPT TO:<victim%evil.test@local.test>\r\n"),
+              "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+}
+
+TEST(SmtpSessionRelay, MailLoopIsRefusedAtTheHopLimit) {
+    ClientOptions options;
+    options.limits.max_hops = 5;
+    Client client(options);
+    auto headers = [](int count) {
+        std::string text;
+        for (int i = 0; i < count; ++i) text += "Received: from hop" + std::to_string(i) + ".test\r\n";
+        return text;
+    };
+    client.in_data();
+    client.send(headers(4) + "Subject: four hops\r\n\r\nreceived: in the body does not count\r\n.\r\n");
+    ASSERT_EQ(client.session().pending_action(), Action::commit);
+    client.commit();
+    EXPECT_EQ(client.send("MAIL FROM:<a@b.test>\r\nRCPT TO:<bob@local.test>\r\nDATA\r\n").substr(0, 3), "250");
+    EXPECT_EQ(client.send(headers(5) + "Subject: five hops\r\n\r\nloop\r\n.\r\n"),
+              "554 5.4.6 Message rejected: too many Received: headers (mail loop?)\r\n");
+    EXPECT_EQ(client.session().pending_action(), Action::none);
 }
 
 TEST(SmtpSessionRelay, RelayDenialCountsAsError) {

@@ -1,5 +1,5 @@
-// gateway/delivery/async_util.h — small coroutine helpers for the delivery
-// engine (Boost 1.74 has neither channels nor any_completion_handler).
+// common/async.h — small coroutine helpers shared by the network modules
+// (Boost 1.74 has neither channels nor any_completion_handler).
 //
 // PendingCompletion<Args...> holds a coroutine's completion handler, with
 // outstanding work on its executor so the io_context does not run dry while
@@ -28,7 +28,7 @@
 
 #include "common/asio.h"
 
-namespace postvault::delivery {
+namespace postvault {
 
 template <typename... Args>
 class PendingCompletion {
@@ -118,4 +118,4 @@ private:
     std::unique_ptr<PendingCompletion<>> waiter_;
 };
 
-}  // namespace postvault::delivery
+}  // namespace postvault
