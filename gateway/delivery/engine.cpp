@@ -169,7 +169,6 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     std::unique_ptr<asio::steady_timer> grace_timer;
 
     std::atomic<bool> stopping{false};
-    std::atomic<bool> abandoned{false};   // grace elapsed: record nothing more
     std::atomic<std::uint64_t> delivered{0};
     std::atomic<std::uint64_t> deferred{0};
     std::atomic<std::uint64_t> bounced{0};
@@ -431,6 +430,12 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         std::string remote;
         std::string tls_version;
         std::string tls_cipher;
+        // The connection goes back to the pool (RSET) only after the outcome is
+        // recorded: a next hop that stalls on RSET must not keep a known
+        // delivery unrecorded, or a restart would send the message again.
+        std::string key;
+        SmtpConnection::Pointer used_connection;
+        bool reusable = false;
 
         auto settle_all = [&](const Error& error) {
             const Outcome outcome = error.is_temporary() ? Outcome::deferred : Outcome::bounced;
@@ -448,7 +453,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
             for (std::size_t position : group.positions)
                 transaction.recipients.push_back(message.recipients[position].address);
 
-            const std::string key = group.hop.key();
+            key = group.hop.key();
             for (int round = 0; round < 2; ++round) {
                 auto lease = co_await self->obtain_connection(attempt, group.hop);
                 if (!lease) {
@@ -468,11 +473,15 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                 remote = connection->remote();
                 tls_version = connection->tls_version();
                 tls_cipher = connection->tls_cipher();
-                co_await self->return_connection(key, std::move(connection), transaction_result.reusable);
+                used_connection = std::move(connection);
+                reusable = transaction_result.reusable;
                 break;
             }
         }
-        co_return co_await self->record(self, attempt, group, std::move(results), remote, tls_version, tls_cipher);
+        bool recorded =
+            co_await self->record(self, attempt, group, std::move(results), remote, tls_version, tls_cipher);
+        if (used_connection) co_await self->return_connection(key, std::move(used_connection), reusable);
+        co_return recorded;
     }
 
     // --- recording ------------------------------------------------------------
@@ -513,7 +522,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
             changes.push_back(std::move(status));
             expired.push_back(is_expired_now);
         }
-        if (abandoned) co_return false;
+        // Even after the stop's grace period: an outcome already known is
+        // written, never dropped (dropping a delivery means sending it twice).
 
         const std::string reporting_mta = reporting_host_name(*attempt->config);
         queue::Queue* message_queue = &queue;
@@ -611,7 +621,6 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
             if (error || !self->stop_done) return;
             spdlog::warn("delivery: grace period over with {} attempt(s) running; they stay queued",
                          self->in_flight);
-            self->abandoned = true;
             auto done = std::move(self->stop_done);
             self->stop_done = nullptr;
             asio::post(self->io, std::move(done));
@@ -624,7 +633,6 @@ Engine::Engine(asio::io_context& io, queue::Queue& queue, std::shared_ptr<const 
 
 Engine::~Engine() {
     impl_->stopping = true;
-    impl_->abandoned = true;
     impl_->pool->shut_down();
     impl_->workers.join();
 }
