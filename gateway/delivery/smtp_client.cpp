@@ -339,6 +339,14 @@ asio::awaitable<TransactionResult> SmtpConnection::send(const Transaction& trans
         result.stale = true;
         co_return result;
     }
+    if (mail_reply->code == 421) {
+        // The server is closing (often its idle timeout on a reused connection,
+        // which TLS hides until read): nothing was accepted; a fresh
+        // connection is worth one more try before anything is deferred.
+        settle_rest(Outcome::deferred, in_reply_to(*mail_reply, "MAIL FROM"));
+        result.stale = true;
+        co_return result;
+    }
     if (!mail_reply->positive()) {
         settle_rest(mail_reply->permanent() ? Outcome::bounced : Outcome::deferred,
                     in_reply_to(*mail_reply, "MAIL FROM"));
