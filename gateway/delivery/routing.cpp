@@ -1,6 +1,9 @@
 // gateway/delivery/routing.cpp — see routing.h.
 #include "gateway/delivery/routing.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>
@@ -122,11 +125,24 @@ Result<NextHop> select_next_hop(const Config& config, const std::string& domain)
     }
     if (key.empty())
         return Error::permanent("delivery.no_domain", "5.1.3 recipient address has no domain");
+    const std::uint16_t mx_port = static_cast<std::uint16_t>(
+        config.delivery.mx_port > 0 && config.delivery.mx_port < 65536 ? config.delivery.mx_port : 25);
+    if (key.size() > 2 && key.front() == '[' && key.back() == ']') {
+        // An address literal (RFC 5321 4.1.3): deliver to that address, no DNS.
+        std::string literal = key.substr(1, key.size() - 2);
+        if (literal.rfind("ipv6:", 0) == 0) literal = literal.substr(5);
+        unsigned char buffer[sizeof(in6_addr)];
+        if (inet_pton(AF_INET, literal.c_str(), buffer) != 1 && inet_pton(AF_INET6, literal.c_str(), buffer) != 1) {
+            return Error::permanent("delivery.bad_literal", "5.1.2 bad address literal " + domain);
+        }
+        hop.kind = NextHop::Kind::relay;
+        hop.name = literal;
+        hop.port = mx_port;
+        return hop;
+    }
     hop.kind = NextHop::Kind::mx;
     hop.name = key;
-    hop.port = static_cast<std::uint16_t>(config.delivery.mx_port > 0 && config.delivery.mx_port < 65536
-                                              ? config.delivery.mx_port
-                                              : 25);
+    hop.port = mx_port;
     return hop;
 }
 

@@ -90,6 +90,17 @@ TEST(DeliveryRouting, NextHop) {
     EXPECT_EQ(inbound->name, "mailstore.corp.example");
     EXPECT_EQ(inbound->port, 25);
 
+    auto literal = select_next_hop(Config{}, "[127.0.0.1]");
+    ASSERT_TRUE(literal.ok());
+    EXPECT_EQ(literal->kind, NextHop::Kind::relay);
+    EXPECT_EQ(literal->name, "127.0.0.1");
+    auto literal6 = select_next_hop(Config{}, "[IPv6:::1]");
+    ASSERT_TRUE(literal6.ok());
+    EXPECT_EQ(literal6->name, "::1");
+    auto nonsense = select_next_hop(Config{}, "[not-an-address]");
+    ASSERT_FALSE(nonsense.ok());
+    EXPECT_FALSE(nonsense.error().is_temporary());
+
     config.delivery.relayhost = "bad:port";
     auto broken = select_next_hop(config, "other.example");
     ASSERT_FALSE(broken.ok());
