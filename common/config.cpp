@@ -20,6 +20,7 @@
 #include <toml++/toml.h>
 
 #include "common/log.h"
+#include "common/mail.h"
 #include "common/net.h"
 
 namespace postvault {
@@ -256,9 +257,7 @@ void validate(Config& config, ConfigReader& reader, const toml::table& root) {
               "'smtp.trusted_networks': " + (parsed ? std::string() : parsed.error().message));
         ++network_index;
     }
-    for (auto& domain : config.smtp.local_domains) {
-        for (auto& c : domain) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    }
+    for (auto& domain : config.smtp.local_domains) domain = lowercase(domain);
     check(config.smtp.max_message_size >= 1024, "smtp.max_message_size", "'smtp.max_message_size' must be at least 1024");
     check(config.smtp.max_recipients >= 1, "smtp.max_recipients", "'smtp.max_recipients' must be at least 1");
     check(config.smtp.max_command_line >= 512, "smtp.max_command_line",
@@ -369,9 +368,7 @@ Result<Config> parse_config(const std::string& text, const std::string& name) {
                 reader.problem(value.source(), "'delivery.tls_policy' values must be strings");
                 continue;
             }
-            std::string domain(key.str());
-            for (auto& c : domain) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-            d.tls_policy[domain] = *value.value<std::string>();
+            d.tls_policy[lowercase(std::string(key.str()))] = *value.value<std::string>();
         }
     };
 

@@ -5,13 +5,17 @@
 
 namespace postvault {
 
+std::string lowercase(std::string text) {
+    std::transform(text.begin(), text.end(), text.begin(), [](unsigned char c) {
+        return c < 0x80 ? static_cast<char>(std::tolower(c)) : static_cast<char>(c);
+    });
+    return text;
+}
+
 std::string domain_of(const std::string& address) {
     auto at = address.rfind('@');
     if (at == std::string::npos) return {};
-    std::string domain = address.substr(at + 1);
-    std::transform(domain.begin(), domain.end(), domain.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    return domain;
+    return lowercase(address.substr(at + 1));
 }
 
 }  // namespace postvault

@@ -36,4 +36,7 @@ struct Envelope {
 // empty for the null address or a bare local part.
 std::string domain_of(const std::string& address);
 
+// ASCII lower case (domains and keywords; UTF-8 bytes pass unchanged).
+std::string lowercase(std::string text);
+
 }  // namespace postvault

@@ -16,15 +16,12 @@
 
 #include "common/net.h"
 
+#include "common/mail.h"
+
 namespace postvault::delivery {
 
 namespace {
 
-std::string lower(std::string text) {
-    std::transform(text.begin(), text.end(), text.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    return text;
-}
 
 enum class LookupOutcome { found, no_data, not_found, failed };
 
@@ -313,7 +310,7 @@ Result<std::vector<MxRecord>> parse_mx_answer(const unsigned char* message, std:
         char name[NS_MAXDNAME] = {};
         if (ns_name_uncompress(ns_msg_base(handle), ns_msg_end(handle), rdata + 2, name, sizeof name) < 0)
             return Error::temporary("delivery.dns", "malformed MX host name");
-        mx.host = lower(name);
+        mx.host = lowercase(name);
         if (mx.host == ".") mx.host.clear();
         while (!mx.host.empty() && mx.host.back() == '.') mx.host.pop_back();
         records.push_back(std::move(mx));

@@ -8,15 +8,12 @@
 #include <cctype>
 #include <charconv>
 
+#include "common/mail.h"
+
 namespace postvault::delivery {
 
 namespace {
 
-std::string lower(std::string text) {
-    std::transform(text.begin(), text.end(), text.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    return text;
-}
 
 Result<std::uint16_t> parse_port(const std::string& text, const std::string& whole) {
     unsigned value = 0;
@@ -38,7 +35,7 @@ const char* to_string(TlsMode mode) {
 }
 
 Result<TlsMode> parse_tls_mode(const std::string& text) {
-    const std::string value = lower(text);
+    const std::string value = lowercase(text);
     if (value == "may") return TlsMode::may;
     if (value == "required") return TlsMode::required;
     if (value == "none") return TlsMode::none;
@@ -47,9 +44,9 @@ Result<TlsMode> parse_tls_mode(const std::string& text) {
 }
 
 TlsMode select_tls_mode(const DeliveryConfig& config, const std::string& domain) {
-    const std::string key = lower(domain);
+    const std::string key = lowercase(domain);
     for (const auto& [policy_domain, mode] : config.tls_policy) {
-        if (lower(policy_domain) == key) {
+        if (lowercase(policy_domain) == key) {
             if (auto parsed = parse_tls_mode(mode)) return *parsed;
             return TlsMode::required;  // unreadable override: fail safe, never plaintext
         }
@@ -105,12 +102,12 @@ std::string NextHop::display() const {
 }
 
 Result<NextHop> select_next_hop(const Config& config, const std::string& domain) {
-    const std::string key = lower(domain);
+    const std::string key = lowercase(domain);
     NextHop hop;
     hop.tls = select_tls_mode(config.delivery, key);
 
     const bool local = std::any_of(config.smtp.local_domains.begin(), config.smtp.local_domains.end(),
-                                   [&](const std::string& d) { return lower(d) == key; });
+                                   [&](const std::string& d) { return lowercase(d) == key; });
     std::string relay_text;
     if (local && !config.delivery.inbound_relayhost.empty()) relay_text = config.delivery.inbound_relayhost;
     else if (!config.delivery.relayhost.empty()) relay_text = config.delivery.relayhost;
@@ -119,7 +116,7 @@ Result<NextHop> select_next_hop(const Config& config, const std::string& domain)
         auto relay = parse_relayhost(relay_text);
         if (!relay) return relay.error();
         hop.kind = NextHop::Kind::relay;
-        hop.name = lower(relay->host);
+        hop.name = lowercase(relay->host);
         hop.port = relay->port;
         return hop;
     }
