@@ -259,6 +259,8 @@ void validate(Config& config, ConfigReader& reader, const toml::table& root) {
     }
     for (auto& domain : config.smtp.local_domains) domain = lowercase(domain);
     check(config.smtp.max_message_size >= 1024, "smtp.max_message_size", "'smtp.max_message_size' must be at least 1024");
+    check(config.smtp.max_buffered_bytes >= 65536, "smtp.max_buffered_bytes",
+          "'smtp.max_buffered_bytes' must be at least 64KiB");
     check(config.smtp.max_recipients >= 1, "smtp.max_recipients", "'smtp.max_recipients' must be at least 1");
     check(config.smtp.max_command_line >= 512, "smtp.max_command_line",
           "'smtp.max_command_line' must be at least 512 (RFC 5321 4.5.3.1.4)");
@@ -401,6 +403,7 @@ Result<Config> parse_config(const std::string& text, const std::string& name) {
             {"max_errors", reader.integer("smtp.max_errors", m.max_errors, 1, 10000)},
             {"max_hops", reader.integer("smtp.max_hops", m.max_hops, 1, 1000)},
             {"min_free_disk", reader.size("smtp.min_free_disk", m.min_free_disk)},
+            {"max_buffered_bytes", reader.size("smtp.max_buffered_bytes", m.max_buffered_bytes)},
             {"users", users},
         })},
         {"delivery", reader.table("delivery", {

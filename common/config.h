@@ -55,6 +55,7 @@ struct SmtpConfig {
     std::size_t max_errors = 20;
     std::size_t max_hops = 50;         // Received: headers allowed before a message counts as looping
     std::uint64_t min_free_disk = 256ull * 1024 * 1024;
+    std::uint64_t max_buffered_bytes = 2ull * 1024 * 1024 * 1024;  // message bytes held by all sessions
     std::vector<SmtpUser> users;
 };
 

@@ -79,6 +79,8 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     std::size_t connection_count = 0;
     std::set<std::shared_ptr<Connection>> connections;
     bool stopping = false;
+    // Message bytes held by all sessions together (smtp.max_buffered_bytes).
+    std::atomic<std::uint64_t> buffered_bytes{0};
 
     Impl(asio::io_context& io_context, asio::thread_pool& pool, queue::Queue& q, CommittedCallback callback)
         : io(io_context), workers(pool), queue(q), on_committed(std::move(callback)) {}
@@ -180,6 +182,19 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         connections.erase(connection);
     }
 
+    // Brings this session's share of the global message-byte count up to date;
+    // false when the total is over smtp.max_buffered_bytes while this session is
+    // receiving a message (it is then the one to refuse: nothing of its message
+    // has been acknowledged, so closing with 421 loses nothing).
+    bool account_buffered(Session& session, std::uint64_t& accounted, const SmtpConfig& limits) {
+        std::uint64_t now = session.in_data() || session.pending_action() == Action::commit
+                                ? session.message().size()
+                                : 0;
+        buffered_bytes += now - accounted;  // unsigned wrap-around adds a negative delta correctly
+        accounted = now;
+        return !(session.in_data() && buffered_bytes.load() > limits.max_buffered_bytes);
+    }
+
     bool is_stopping() const {
         std::lock_guard lock(mutex);
         return stopping;
@@ -215,6 +230,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         session.start(refusal);
         std::vector<char> buffer(read_chunk_size);
         asio::steady_timer read_timer(strand);
+        std::uint64_t accounted = 0;  // this session's share of buffered_bytes
 
         try {
             for (;;) {
@@ -253,6 +269,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
                                      status.error().code, status.error().message);
                     }
                     session.commit_done(status);
+                    account_buffered(session, accounted, limits);
                     if (status && on_committed) on_committed(id);
                     continue;
                 }
@@ -327,6 +344,22 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
                 }
                 if (error) break;
                 session.receive(std::string_view(buffer.data(), received));
+                if (!account_buffered(session, accounted, limits)) {
+                    spdlog::warn("smtp: all sessions together hold more than {} message bytes; closing client={}",
+                                 limits.max_buffered_bytes, client);
+                    std::string refusal = "421 4.3.1 " + current->config->server.hostname +
+                                          " Insufficient system resources, try again later\r\n";
+                    boost::system::error_code ignored;
+                    connection->lowest_layer->expires_after(limits.command_timeout);
+                    if (tls) {
+                        co_await asio::async_write(*tls, asio::buffer(refusal),
+                                                   asio::redirect_error(asio::use_awaitable, ignored));
+                    } else {
+                        co_await asio::async_write(plain, asio::buffer(refusal),
+                                                   asio::redirect_error(asio::use_awaitable, ignored));
+                    }
+                    break;
+                }
             }
         } catch (const std::exception& exception) {
             spdlog::error("smtp: session error client={}: {}", client, exception.what());
@@ -337,6 +370,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         boost::system::error_code ignored;
         lowest.socket().shutdown(tcp::socket::shutdown_both, ignored);
         lowest.socket().close(ignored);
+        buffered_bytes -= accounted;
         release(connection, session.facts().client_ip);
         spdlog::info("smtp: disconnect from {}", client);
     }

@@ -118,6 +118,38 @@ class LimitsTest(PostvaultTestCase):
         self.sink.wait_for(1)
 
 
+class MemoryBudgetTest(PostvaultTestCase):
+    def test_sessions_together_cannot_hold_more_than_the_budget(self):
+        sink = self.start_sink()
+        pv = self.start_postvault(smtp={"max_buffered_bytes": "64KiB", "max_message_size": "1MiB"},
+                                  delivery={"relayhost": f"127.0.0.1:{sink.port}"})
+
+        def start_data(client):
+            client.read_reply()
+            client.command("EHLO memory.example.com")
+            self.assertReply(client.command("MAIL FROM:<a@example.com>"), 250)
+            self.assertReply(client.command("RCPT TO:<b@example.org>"), 250)
+            self.assertReply(client.command("DATA"), 354)
+
+        first, second = SmtpClient(pv.port), SmtpClient(pv.port)
+        start_data(first)
+        start_data(second)
+        chunk = b"Subject: memory\r\n\r\n" + (b"m" * 78 + b"\r\n") * 500  # 40 KB, no terminator yet
+        first.send(chunk)
+        time.sleep(0.3)
+        second.send(chunk)
+        self.assertReply(second.read_reply(), 421, "4.3.1")
+        self.assertTrue(second.closed())
+        # The session within the budget completes, and the budget is free again afterwards.
+        first.send(b".\r\n")
+        self.assertReply(first.read_reply(), 250)
+        third = SmtpClient(pv.port)
+        start_data(third)
+        third.send(chunk + b".\r\n")
+        self.assertReply(third.read_reply(), 250)
+        sink.wait_for(2)
+
+
 class DiskFloorTest(PostvaultTestCase):
     def test_full_disk_gets_452(self):
         sink = self.start_sink()
