@@ -10,7 +10,7 @@ BUILD_PACKAGES=(
   libzstd-dev libgmime-3.0-dev libglib2.0-dev libgtest-dev libgmock-dev
 )
 TEST_PACKAGES=(
-  swaks libnet-ssleay-perl libio-socket-ssl-perl postfix python3 python3-aiosmtpd openssl procps iproute2
+  swaks libnet-ssleay-perl libio-socket-ssl-perl postfix python3 python3-aiosmtpd openssl zstd tar procps iproute2
 )
 
 want=("${BUILD_PACKAGES[@]}")
