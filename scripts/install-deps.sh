@@ -8,9 +8,10 @@ BUILD_PACKAGES=(
   libboost-dev libssl-dev libspdlog-dev libfmt-dev libcli11-dev
   libtomlplusplus-dev nlohmann-json3-dev libargon2-dev librocksdb-dev
   libzstd-dev libgmime-3.0-dev libglib2.0-dev libgtest-dev libgmock-dev
+  swaks
 )
 TEST_PACKAGES=(
-  swaks libnet-ssleay-perl libio-socket-ssl-perl postfix python3 python3-aiosmtpd openssl zstd tar procps iproute2
+  libnet-ssleay-perl libio-socket-ssl-perl postfix python3 python3-aiosmtpd openssl zstd tar procps iproute2
 )
 
 want=("${BUILD_PACKAGES[@]}")
