@@ -3,18 +3,20 @@
 # Idempotent and quick when everything is present: apt-get runs only for missing packages.
 set -euo pipefail
 
-BUILD_PACKAGES=(
+# To build and run (swaks: the first-message line ./run.sh prints).
+RUN_PACKAGES=(
   build-essential cmake ninja-build pkg-config git ca-certificates
   libboost-dev libssl-dev libspdlog-dev libfmt-dev libcli11-dev
   libtomlplusplus-dev nlohmann-json3-dev libargon2-dev librocksdb-dev
   libzstd-dev libgmime-3.0-dev libglib2.0-dev libgtest-dev libgmock-dev
   swaks
 )
+# Peers the tests and benchmarks talk to.
 TEST_PACKAGES=(
   libnet-ssleay-perl libio-socket-ssl-perl postfix python3 python3-aiosmtpd openssl zstd tar procps iproute2
 )
 
-want=("${BUILD_PACKAGES[@]}")
+want=("${RUN_PACKAGES[@]}")
 if [[ "${1:-}" == "--with-tests" ]]; then
   want+=("${TEST_PACKAGES[@]}")
 fi
