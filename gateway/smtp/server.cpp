@@ -187,9 +187,9 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     // receiving a message (it is then the one to refuse: nothing of its message
     // has been acknowledged, so closing with 421 loses nothing).
     bool account_buffered(Session& session, std::uint64_t& accounted, const SmtpConfig& limits) {
-        std::uint64_t now = session.in_data() || session.pending_action() == Action::commit
-                                ? session.message().size()
-                                : 0;
+        // The buffer is empty outside a transaction and after a commit (its
+        // bytes moved to the queue); between BDAT chunks it still counts.
+        std::uint64_t now = session.message().size();
         buffered_bytes += now - accounted;  // unsigned wrap-around adds a negative delta correctly
         accounted = now;
         return !(session.in_data() && buffered_bytes.load() > limits.max_buffered_bytes);

@@ -659,7 +659,7 @@ struct Session::State {
         mail_given = false;
         envelope = Envelope{};
         chunking = false;
-        message.clear();
+        std::string().swap(message);  // release the capacity too: an idle session holds no buffer
         queue_id.clear();
         chunk_size = 0;
         chunk_remaining = 0;
