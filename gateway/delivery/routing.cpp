@@ -5,25 +5,11 @@
 #include <netinet/in.h>
 
 #include <algorithm>
-#include <cctype>
-#include <charconv>
 
 #include "common/mail.h"
+#include "common/net.h"
 
 namespace postvault::delivery {
-
-namespace {
-
-
-Result<std::uint16_t> parse_port(const std::string& text, const std::string& whole) {
-    unsigned value = 0;
-    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (ec != std::errc{} || end != text.data() + text.size() || value == 0 || value > 65535)
-        return Error::temporary("delivery.bad_relayhost", "bad port in relay host '" + whole + "'");
-    return static_cast<std::uint16_t>(value);
-}
-
-}  // namespace
 
 const char* to_string(TlsMode mode) {
     switch (mode) {
@@ -56,39 +42,10 @@ TlsMode select_tls_mode(const DeliveryConfig& config, const std::string& domain)
 }
 
 Result<RelayHost> parse_relayhost(const std::string& text) {
-    RelayHost relay;
-    std::string rest = text;
-    if (rest.empty())
-        return Error::temporary("delivery.bad_relayhost", "empty relay host");
-    if (rest.front() == '[') {
-        const std::size_t close = rest.find(']');
-        if (close == std::string::npos || close == 1)
-            return Error::temporary("delivery.bad_relayhost", "bad relay host '" + text + "'");
-        relay.host = rest.substr(1, close - 1);
-        rest = rest.substr(close + 1);
-        if (!rest.empty()) {
-            if (rest.front() != ':')
-                return Error::temporary("delivery.bad_relayhost", "bad relay host '" + text + "'");
-            auto port = parse_port(rest.substr(1), text);
-            if (!port) return port.error();
-            relay.port = *port;
-        }
-        return relay;
-    }
-    const std::size_t colon = rest.rfind(':');
-    if (colon != std::string::npos) {
-        if (rest.find(':') != colon)
-            return Error::temporary("delivery.bad_relayhost",
-                                    "IPv6 relay host '" + text + "' must be in brackets");
-        auto port = parse_port(rest.substr(colon + 1), text);
-        if (!port) return port.error();
-        relay.port = *port;
-        rest = rest.substr(0, colon);
-    }
-    if (rest.empty())
-        return Error::temporary("delivery.bad_relayhost", "bad relay host '" + text + "'");
-    relay.host = rest;
-    return relay;
+    auto parsed = parse_host_port(text, 25);
+    // An operator mistake that a reload can fix: defer, never bounce.
+    if (!parsed) return Error::temporary("delivery.bad_relayhost", "bad relay host: " + parsed.error().message);
+    return RelayHost{parsed->host, parsed->port};
 }
 
 std::string NextHop::key() const {
