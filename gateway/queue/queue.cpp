@@ -24,6 +24,8 @@
 // every acknowledged write precedes it).
 #include "gateway/queue/queue.h"
 
+#include "common/base64.h"
+
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -167,67 +169,16 @@ bool is_valid_utf8(std::string_view text) {
     return true;
 }
 
-constexpr std::string_view kBase64Alphabet =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-std::string base64_encode(std::string_view bytes) {
-    std::string out;
-    out.reserve((bytes.size() + 2) / 3 * 4);
-    std::size_t i = 0;
-    for (; i + 3 <= bytes.size(); i += 3) {
-        const std::uint32_t group = (static_cast<unsigned char>(bytes[i]) << 16) |
-                                    (static_cast<unsigned char>(bytes[i + 1]) << 8) |
-                                    static_cast<unsigned char>(bytes[i + 2]);
-        for (int shift = 18; shift >= 0; shift -= 6) out += kBase64Alphabet[(group >> shift) & 0x3F];
-    }
-    const std::size_t rest = bytes.size() - i;
-    if (rest > 0) {
-        std::uint32_t group = static_cast<unsigned char>(bytes[i]) << 16;
-        if (rest == 2) group |= static_cast<unsigned char>(bytes[i + 1]) << 8;
-        out += kBase64Alphabet[(group >> 18) & 0x3F];
-        out += kBase64Alphabet[(group >> 12) & 0x3F];
-        out += rest == 2 ? kBase64Alphabet[(group >> 6) & 0x3F] : '=';
-        out += '=';
-    }
-    return out;
-}
-
-// Throws std::invalid_argument on malformed input (caught by the decoders).
-std::string base64_decode(std::string_view text) {
-    if (text.size() % 4 != 0) throw std::invalid_argument("base64 length not a multiple of 4");
-    std::string out;
-    out.reserve(text.size() / 4 * 3);
-    for (std::size_t i = 0; i < text.size(); i += 4) {
-        std::uint32_t group = 0;
-        int padding = 0;
-        for (std::size_t k = 0; k < 4; ++k) {
-            const char c = text[i + k];
-            std::uint32_t value = 0;
-            if (c == '=' && i + 4 == text.size() && k >= 2) {
-                ++padding;
-            } else {
-                const auto position = kBase64Alphabet.find(c);
-                if (position == std::string_view::npos || padding > 0)
-                    throw std::invalid_argument("bad base64 character");
-                value = static_cast<std::uint32_t>(position);
-            }
-            group = (group << 6) | value;
-        }
-        out += static_cast<char>((group >> 16) & 0xFF);
-        if (padding < 2) out += static_cast<char>((group >> 8) & 0xFF);
-        if (padding < 1) out += static_cast<char>(group & 0xFF);
-    }
-    return out;
-}
-
 json encode_text(const std::string& text) {
     if (is_valid_utf8(text)) return text;
-    return json{{"base64", base64_encode(text)}};
+    return json{{"base64", encode_base64(text)}};
 }
 
 std::string decode_text(const json& value) {
     if (value.is_string()) return value.get<std::string>();
-    return base64_decode(value.at("base64").get<std::string>());
+    auto decoded = decode_base64(value.at("base64").get<std::string>());
+    if (!decoded) throw std::invalid_argument("bad base64 in a stored text");  // caught by the record decoders
+    return *decoded;
 }
 
 // ---------------------------------------------------------------------------
@@ -880,7 +831,7 @@ struct Queue::Impl {
                                  {"key", encode_text(key)},
                                  {"reason", encode_text(reason)},
                                  {"quarantined_unix", now},
-                                 {"bytes_base64", base64_encode(bytes)}};
+                                 {"bytes_base64", encode_base64(bytes)}};
             ops.push_back({Column::quarantine, quarantine_key(column, key), record.dump()});
             ops.push_back({column, key, std::nullopt});
         };

@@ -52,6 +52,18 @@ auto async_commit(queue::Queue& queue, std::string id, Envelope envelope, std::s
         token, std::move(id), std::move(envelope), std::move(message));
 }
 
+// Writes `text` through TLS once it is up, else in plain; the error, if any.
+asio::awaitable<boost::system::error_code> write_to_client(beast::tcp_stream& plain, TlsStream* tls,
+                                                           const std::string& text) {
+    boost::system::error_code error;
+    if (tls) {
+        co_await asio::async_write(*tls, asio::buffer(text), asio::redirect_error(asio::use_awaitable, error));
+    } else {
+        co_await asio::async_write(plain, asio::buffer(text), asio::redirect_error(asio::use_awaitable, error));
+    }
+    co_return error;
+}
+
 }  // namespace
 
 struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
@@ -237,15 +249,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
                 std::string output = session.take_output();
                 if (!output.empty()) {
                     connection->lowest_layer->expires_after(limits.command_timeout);
-                    boost::system::error_code error;
-                    if (tls) {
-                        co_await asio::async_write(*tls, asio::buffer(output),
-                                                   asio::redirect_error(asio::use_awaitable, error));
-                    } else {
-                        co_await asio::async_write(plain, asio::buffer(output),
-                                                   asio::redirect_error(asio::use_awaitable, error));
-                    }
-                    if (error) break;
+                    if (co_await write_to_client(plain, tls.get(), output)) break;
                 }
 
                 Action action = session.pending_action();
@@ -349,15 +353,8 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
                                  limits.max_buffered_bytes, client);
                     std::string refusal = "421 4.3.1 " + current->config->server.hostname +
                                           " Insufficient system resources, try again later\r\n";
-                    boost::system::error_code ignored;
                     connection->lowest_layer->expires_after(limits.command_timeout);
-                    if (tls) {
-                        co_await asio::async_write(*tls, asio::buffer(refusal),
-                                                   asio::redirect_error(asio::use_awaitable, ignored));
-                    } else {
-                        co_await asio::async_write(plain, asio::buffer(refusal),
-                                                   asio::redirect_error(asio::use_awaitable, ignored));
-                    }
+                    co_await write_to_client(plain, tls.get(), refusal);
                     break;
                 }
             }

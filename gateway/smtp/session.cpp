@@ -26,6 +26,8 @@
 // 2034 and RFC 4954 leave without one.
 #include "gateway/smtp/session.h"
 
+#include "common/base64.h"
+
 #include <openssl/crypto.h>
 
 #include <algorithm>
@@ -143,42 +145,6 @@ std::optional<std::uint64_t> parse_decimal(std::string_view digits) {
         value = value * 10 + digit;
     }
     return value;
-}
-
-int base64_value(char c) {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-}
-
-// Strict RFC 4648 base64: length a multiple of 4, padding only at the end.
-std::optional<std::string> decode_base64(std::string_view text) {
-    if (text.size() % 4 != 0) return std::nullopt;
-    std::string decoded;
-    decoded.reserve(text.size() / 4 * 3);
-    for (std::size_t group = 0; group < text.size(); group += 4) {
-        std::uint32_t bits = 0;
-        int padding = 0;
-        for (std::size_t i = 0; i < 4; ++i) {
-            char c = text[group + i];
-            int value = 0;
-            if (c == '=') {
-                if (group + 4 != text.size() || i < 2) return std::nullopt;
-                ++padding;
-            } else {
-                value = base64_value(c);
-                if (value < 0 || padding > 0) return std::nullopt;
-            }
-            bits = (bits << 6) | static_cast<std::uint32_t>(value);
-        }
-        decoded += static_cast<char>((bits >> 16) & 0xff);
-        if (padding < 2) decoded += static_cast<char>((bits >> 8) & 0xff);
-        if (padding < 1) decoded += static_cast<char>(bits & 0xff);
-    }
-    return decoded;
 }
 
 // Overwrites a secret before its memory is released or reused.

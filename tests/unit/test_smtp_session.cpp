@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/base64.h"
 #include "gateway/smtp/session.h"
 
 namespace {
@@ -119,20 +120,7 @@ std::vector<std::string> codes(const std::string& output) {
 
 using Codes = std::vector<std::string>;
 
-std::string encode_base64(std::string_view bytes) {
-    static constexpr char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    std::string encoded;
-    for (std::size_t i = 0; i < bytes.size(); i += 3) {
-        std::uint32_t group = static_cast<unsigned char>(bytes[i]) << 16;
-        if (i + 1 < bytes.size()) group |= static_cast<unsigned char>(bytes[i + 1]) << 8;
-        if (i + 2 < bytes.size()) group |= static_cast<unsigned char>(bytes[i + 2]);
-        encoded += alphabet[(group >> 18) & 63];
-        encoded += alphabet[(group >> 12) & 63];
-        encoded += i + 1 < bytes.size() ? alphabet[(group >> 6) & 63] : '=';
-        encoded += i + 2 < bytes.size() ? alphabet[group & 63] : '=';
-    }
-    return encoded;
-}
+using postvault::encode_base64;
 
 const std::string bare_line_ending_reply =
     "550 5.5.2 Message rejected: bare CR or LF in message data (RFC 5321 section 2.3.8)\r\n";
