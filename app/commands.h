@@ -5,7 +5,15 @@
 // prints its own diagnostics on standard error.
 #pragma once
 
+#include <functional>
+#include <map>
 #include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace postvault::archive {
+class Archive;
+}
 
 namespace postvault::app {
 
@@ -15,7 +23,22 @@ struct InitOptions {
     bool force = false;         // overwrite an existing configuration
 };
 
+struct ArchiveCommand {
+    std::string config_path;
+    std::string action;         // import|list|show|get|verify|stats|prove|compact|rotate-key|backup|restore
+    std::string id;             // show, get, prove
+    std::string format;         // import
+    std::string path;           // import: the collection; backup/restore: the backup directory
+    std::size_t limit = 0;      // list: 0 = all
+    std::string escrow_key;     // get, verify in escrow mode: an OpenPGP secret key file
+};
+
 int run_init(const InitOptions& options);
 int run_serve(const std::string& config_path);
+int run_archive(const ArchiveCommand& command);
+
+// The archive's commands on the server's control socket ("archive.get", "archive.import").
+std::map<std::string, std::function<nlohmann::json(const nlohmann::json&)>> archive_control_commands(
+    archive::Archive& store);
 
 }  // namespace postvault::app

@@ -6,8 +6,12 @@
 //   postvault queue list|show ID|retry ID|delete ID|flush|quarantine --config FILE [--json]
 //   postvault reload --config FILE
 //   postvault hash-password            (reads the password from standard input)
+//   postvault archive import --format maildir|mbox|eml|pst|exchange-journal PATH
+//   postvault archive list [--limit N] | show ID | get ID | verify | stats | prove ID
+//   postvault archive compact | rotate-key | backup DIR | restore DIR
 //
-// Queue commands and reload talk to the running server over its control socket.
+// Queue commands and reload talk to the running server over its control socket;
+// archive commands see app/archive_command.cpp.
 #include <unistd.h>
 
 #include <ctime>
@@ -146,9 +150,56 @@ int main(int argc, char** argv) {
 
     auto* hash = app.add_subcommand("hash-password", "Print an Argon2id hash of a password read from standard input");
 
+    app::ArchiveCommand archive_command;
+    auto* archive = app.add_subcommand("archive", "The compliance archive");
+    archive->require_subcommand(1);
+    struct ArchiveAction {
+        const char* name;
+        const char* help;
+    };
+    const std::vector<ArchiveAction> archive_actions = {
+        {"import", "Import a mail collection (prints 'imported N, duplicates D, failed F')"},
+        {"list", "One line per message: ID<TAB>SHA256"},
+        {"show", "A message's metadata record (JSON)"},
+        {"get", "Write a message's exact original bytes to standard output"},
+        {"verify", "Recompute every content hash, the hash chain and the signed checkpoints"},
+        {"stats", "Message count, raw bytes, stored bytes"},
+        {"prove", "An inclusion proof (Merkle path to a signed checkpoint) for a message"},
+        {"compact", "Repack messages into strongly compressed packs"},
+        {"rotate-key", "Start a new key-encryption key (old ones stay readable)"},
+        {"backup", "A verified backup in DIR (RocksDB backup engine)"},
+        {"restore", "Restore the latest backup from DIR into the empty archive directory"},
+    };
+    std::vector<CLI::App*> archive_subcommands;
+    for (const auto& action : archive_actions) {
+        auto* sub = archive->add_subcommand(action.name, action.help);
+        sub->add_option("--config", archive_command.config_path, "Configuration file")->default_val(config_path);
+        const std::string name = action.name;
+        if (name == "import") {
+            sub->add_option("--format", archive_command.format, "maildir, mbox, eml, pst or exchange-journal")
+                ->required();
+            sub->add_option("path", archive_command.path, "The collection")->required();
+        }
+        if (name == "list") sub->add_option("--limit", archive_command.limit, "At most N messages (0: all)");
+        if (name == "show" || name == "get" || name == "prove")
+            sub->add_option("id", archive_command.id, "Archive id")->required();
+        if (name == "get" || name == "verify")
+            sub->add_option("--escrow-key", archive_command.escrow_key,
+                            "Escrow mode: an OpenPGP secret key file, held in memory only while needed");
+        if (name == "backup" || name == "restore")
+            sub->add_option("dir", archive_command.path, "Backup directory")->required();
+        archive_subcommands.push_back(sub);
+    }
+
     CLI11_PARSE(app, argc, argv);
 
     if (*init) return app::run_init(init_options);
+    for (std::size_t i = 0; i < archive_subcommands.size(); ++i) {
+        if (*archive_subcommands[i]) {
+            archive_command.action = archive_actions[i].name;
+            return app::run_archive(archive_command);
+        }
+    }
     if (*serve) return app::run_serve(config_path);
     if (*check) {
         auto loaded = load_config(config_path);

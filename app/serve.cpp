@@ -1,7 +1,13 @@
 // app/serve.cpp — `postvault serve`: wires the modules into one server.
 //
 // Owns the io_context (I/O threads), the worker pool (RocksDB, Argon2, DNS),
-// the queue, the delivery engine, the SMTP server and the control socket.
+// the queue, the archive, the delivery engine, the SMTP servers (relay and
+// journal) and the control socket.
+//
+// A relayed message is made durable in the queue and journaled in the archive
+// in parallel; 250 only when both are on disk. If the archive fails, the message
+// is taken back out of the queue and the client gets a 4xx, so nothing is relayed
+// that the archive does not hold.
 // SIGTERM/SIGINT drain and exit 0: listeners close, transactions in progress
 // finish, deliveries in flight are recorded. SIGHUP reloads the configuration
 // file; an invalid file is reported and the running configuration stays.
@@ -15,6 +21,8 @@
 #include <spdlog/spdlog.h>
 
 #include "app/commands.h"
+#include "archive/archive.h"
+#include "archive/importer.h"
 #include "common/asio.h"
 #include "common/config.h"
 #include "common/log.h"
@@ -58,16 +66,127 @@ int run_serve(const std::string& config_path) {
         return 1;
     }
 
+    std::unique_ptr<archive::Archive> archive_store;
+    if (config->archive.enabled) {
+        auto opened = archive::Archive::open(config->archive, archive::OpenMode::writer);
+        if (!opened) {
+            spdlog::error("serve: cannot open the archive: {}", opened.error().message);
+            return 1;
+        }
+        archive_store = std::move(*opened);
+    }
+
+    std::mutex config_lock;  // guards `config` across reloads
     unsigned io_threads = config->server.io_threads > 0 ? static_cast<unsigned>(config->server.io_threads)
                                                         : std::max(2u, std::thread::hardware_concurrency());
     asio::io_context io(static_cast<int>(io_threads));
     asio::thread_pool workers(worker_threads);
 
     delivery::Engine engine(io, **queue, config);
-    smtp::Server server(io, workers, **queue, config,
-                        [&engine](const std::string& queue_id) { engine.enqueue(queue_id); });
+    queue::Queue& message_queue = **queue;
+    archive::Archive* archive = archive_store.get();
+    if (archive) {
+        engine.set_outcome_observer([archive](const std::string& id, const std::vector<queue::RecipientStatus>& changes) {
+            std::vector<archive::RecipientOutcome> outcomes;
+            for (const auto& change : changes) {
+                archive::RecipientOutcome outcome;
+                outcome.address = change.address;
+                outcome.state = queue::to_string(change.state);
+                outcome.method = change.tls_version.empty() ? "plain" : "tls";
+                outcome.reply = change.last_reply;
+                outcome.remote_host = change.remote_host;
+                outcome.tls_version = change.tls_version;
+                outcome.tls_cipher = change.tls_cipher;
+                outcome.time_unix = change.updated_unix;
+                outcomes.push_back(std::move(outcome));
+            }
+            if (auto recorded = archive->record_outcomes(id, outcomes); !recorded)
+                spdlog::error("qid={} archive: cannot record the outcome: {}", id, recorded.error().message);
+        });
+    }
 
-    std::mutex config_mutex;
+    // Queue and archive in parallel; 250 when both have it (see the file comment).
+    auto relay_commit = [&message_queue, &workers, archive, &config, &config_mutex = config_lock](
+                            const std::string& id, const Envelope& envelope, std::string message,
+                            std::function<void(Status)> done) {
+        if (!archive) {
+            message_queue.commit(id, envelope, std::move(message), std::move(done));
+            return;
+        }
+        struct Join {
+            std::mutex mutex;
+            int left = 2;
+            Status queued;
+            Status archived;
+            std::function<void(Status)> done;
+        };
+        auto join = std::make_shared<Join>();
+        join->done = std::move(done);
+        auto finish = [join, &message_queue, &workers, id](bool from_queue, Status status) {
+            {
+                std::lock_guard lock(join->mutex);
+                (from_queue ? join->queued : join->archived) = std::move(status);
+                if (--join->left > 0) return;
+            }
+            // Last one in; may be on a committer thread: decide on the worker pool.
+            asio::post(workers, [join, &message_queue, id] {
+                if (join->queued && !join->archived) {
+                    if (auto removed = message_queue.remove(id); !removed)
+                        spdlog::error("qid={} archive failed and the queued copy could not be removed: {}", id,
+                                      removed.error().message);
+                    join->done(join->archived);
+                    return;
+                }
+                if (!join->queued && join->archived)
+                    spdlog::warn("qid={} archived but not queued ({}); the client will retry", id,
+                                 join->queued.error().message);
+                join->done(join->queued ? join->archived : join->queued);
+            });
+        };
+        archive::IngestRequest request;
+        request.id = id;
+        request.bytes = message;
+        request.envelope = envelope;
+        {
+            std::lock_guard lock(config_mutex);
+            const auto& local = config->smtp.local_domains;
+            const bool all_local = !envelope.recipients.empty() &&
+                std::all_of(envelope.recipients.begin(), envelope.recipients.end(), [&](const std::string& rcpt) {
+                    return std::find(local.begin(), local.end(), domain_of(rcpt)) != local.end();
+                });
+            request.direction = all_local ? "inbound" : "outbound";
+        }
+        message_queue.commit(id, envelope, std::move(message), [finish](Status status) { finish(true, status); });
+        asio::post(workers, [archive, request = std::move(request), finish]() mutable {
+            archive->ingest(std::move(request), [finish](Result<archive::IngestResult> result) {
+                finish(false, result ? Status::success() : Status(result.error()));
+            });
+        });
+    };
+    smtp::Server::Sink relay_sink;
+    relay_sink.commit = relay_commit;
+    relay_sink.has_room = [&message_queue] { return message_queue.disk_has_room(); };
+    relay_sink.committed = [&engine](const std::string& queue_id) { engine.enqueue(queue_id); };
+    smtp::Server server(io, workers, relay_sink, config);
+
+    // The journal listener only archives (BCC or Exchange journal copies).
+    std::unique_ptr<smtp::Server> journal_server;
+    if (archive && !config->archive.journal_listen.empty()) {
+        smtp::Server::Sink journal_sink;
+        journal_sink.commit = [archive, &workers](const std::string& id, const Envelope& envelope, std::string message,
+                                                  std::function<void(Status)> done) {
+            asio::post(workers, [archive, id, envelope, message = std::move(message), done = std::move(done)]() mutable {
+                archive::IngestRequest request = archive::journal_request(std::move(message), envelope);
+                request.id = id;
+                archive->ingest(std::move(request), [done](Result<archive::IngestResult> result) {
+                    done(result ? Status::success() : Status(result.error()));
+                });
+            });
+        };
+        journal_sink.has_room = [&message_queue] { return message_queue.disk_has_room(); };
+        journal_server = std::make_unique<smtp::Server>(io, workers, journal_sink, config, smtp::Server::Role::journal);
+    }
+
     auto reload = [&]() -> Status {
         auto fresh = load_config(config_path);
         if (!fresh) {
@@ -75,9 +194,10 @@ int run_serve(const std::string& config_path) {
             return fresh.error();
         }
         auto next = std::make_shared<const Config>(std::move(*fresh));
-        std::lock_guard lock(config_mutex);
+        std::lock_guard lock(config_lock);
         (void)setup_logging(next->server.log_level);
         server.reload(next);
+        if (journal_server) journal_server->reload(next);
         engine.reload(next);
         config = next;
         spdlog::info("serve: configuration reloaded from {}", config_path);
@@ -97,11 +217,18 @@ int run_serve(const std::string& config_path) {
                               {"deferred", stats.deferred},
                               {"bounced", stats.bounced}};
     };
+    if (archive) handlers.commands = archive_control_commands(*archive);
     control::ControlServer control_server(io, workers, handlers);
 
     if (auto started = server.start(); !started) {
         spdlog::error("serve: {}", started.error().message);
         return 1;
+    }
+    if (journal_server) {
+        if (auto started = journal_server->start(); !started) {
+            spdlog::error("serve: journal listener: {}", started.error().message);
+            return 1;
+        }
     }
     if (auto started = control_server.start(config->server.control_socket); !started) {
         spdlog::error("serve: {}", started.error().message);
@@ -131,6 +258,7 @@ int run_serve(const std::string& config_path) {
         signals.async_wait(on_signal);
         spdlog::info("serve: signal {} received, draining", signal_number);
         control_server.stop();
+        if (journal_server) journal_server->stop(smtp_drain_grace, [] {});
         server.stop(smtp_drain_grace, [&] {
             engine.stop(delivery_drain_grace, [&] {
                 spdlog::info("serve: stopped");

@@ -141,6 +141,22 @@ public:
         };
     }
 
+    Reader path_list(const std::string& path, std::vector<std::string>& out) {
+        return [this, path, &out](const toml::node& node) {
+            std::vector<std::string> values;
+            string_list(path, values)(node);
+            out.clear();
+            for (const auto& value : values) out.push_back(resolve(value));
+        };
+    }
+
+    Reader boolean(const std::string& path, bool& out) {
+        return [this, path, &out](const toml::node& node) {
+            if (node.is_boolean()) out = *node.value<bool>();
+            else problem(node.source(), "'" + path + "' must be true or false");
+        };
+    }
+
     template <typename Integer>
     Reader integer(const std::string& path, Integer& out, std::int64_t min, std::int64_t max) {
         return [this, path, &out, min, max](const toml::node& node) {
@@ -278,6 +294,20 @@ void validate(Config& config, ConfigReader& reader, const toml::table& root) {
     }
 
     auto tls_mode_ok = [](const std::string& mode) { return mode == "may" || mode == "required" || mode == "none"; };
+    const auto& archive = config.archive;
+    check(archive.mode == "cleartext" || archive.mode == "escrow", "archive.mode",
+          "'archive.mode' must be \"cleartext\" or \"escrow\"");
+    check(archive.mode != "escrow" || !archive.escrow_keys.empty(), "archive.escrow_keys",
+          "'archive.mode' = \"escrow\" needs at least one file in 'archive.escrow_keys'");
+    for (const auto& key : archive.escrow_keys)
+        check(std::filesystem::exists(key), "archive.escrow_keys", "file not found: " + key);
+    for (const auto& listen : archive.journal_listen) {
+        auto endpoint = parse_host_port(listen, 0);
+        check(endpoint.ok() && endpoint->port != 0, "archive.journal_listen",
+              "'archive.journal_listen': '" + listen + "' must be \"ip:port\"");
+    }
+    check(archive.pack_size >= 64 * 1024 && archive.pack_size <= 256ull * 1024 * 1024, "archive.pack_size",
+          "'archive.pack_size' must be between 64KiB and 256MiB");
     check(tls_mode_ok(config.delivery.tls), "delivery.tls", "'delivery.tls' must be \"may\", \"required\" or \"none\"");
     for (auto& [domain, mode] : config.delivery.tls_policy) {
         check(tls_mode_ok(mode), "delivery.tls_policy", "'delivery.tls_policy' value for '" + domain +
@@ -344,6 +374,7 @@ Result<Config> parse_config(const std::string& text, const std::string& name) {
     auto& t = config.tls;
     auto& m = config.smtp;
     auto& d = config.delivery;
+    auto& a = config.archive;
 
     Reader users = [&](const toml::node& node) {
         const toml::array* array = node.as_array();
@@ -426,6 +457,19 @@ Result<Config> parse_config(const std::string& text, const std::string& name) {
             {"mx_port", reader.integer("delivery.mx_port", d.mx_port, 1, 65535)},
             {"dns_servers", reader.string_list("delivery.dns_servers", d.dns_servers)},
         })},
+        {"archive", reader.table("archive", {
+            {"enabled", reader.boolean("archive.enabled", a.enabled)},
+            {"mode", reader.string("archive.mode", a.mode)},
+            {"directory", reader.path_value("archive.directory", a.directory)},
+            {"key_file", reader.path_value("archive.key_file", a.key_file)},
+            {"signing_key", reader.path_value("archive.signing_key", a.signing_key)},
+            {"escrow_keys", reader.path_list("archive.escrow_keys", a.escrow_keys)},
+            {"checkpoint_every", reader.integer("archive.checkpoint_every", a.checkpoint_every, 1, 1000000000)},
+            {"checkpoint_interval", reader.duration("archive.checkpoint_interval", a.checkpoint_interval)},
+            {"leaf_threshold", reader.size("archive.leaf_threshold", a.leaf_threshold)},
+            {"pack_size", reader.size("archive.pack_size", a.pack_size)},
+            {"journal_listen", reader.string_list("archive.journal_listen", a.journal_listen)},
+        })},
     };
     reader.read_table(root, "", top);
 
@@ -433,6 +477,10 @@ Result<Config> parse_config(const std::string& text, const std::string& name) {
     if (s.hostname.empty()) s.hostname = machine_hostname();
     if (s.control_socket.empty()) s.control_socket = (std::filesystem::path(s.data_dir) / "control.sock").string();
     if (d.helo_name.empty()) d.helo_name = s.hostname;
+    const std::filesystem::path data(s.data_dir);
+    if (a.directory.empty()) a.directory = (data / "archive").string();
+    if (a.key_file.empty()) a.key_file = (data / "keys" / "archive.kek").string();
+    if (a.signing_key.empty()) a.signing_key = (data / "keys" / "archive-signing.pem").string();
 
     validate(config, reader, root);
 

@@ -83,12 +83,27 @@ struct DeliveryConfig {
     std::vector<std::string> dns_servers;
 };
 
+struct ArchiveConfig {
+    bool enabled = true;               // journal every accepted message
+    std::string mode = "cleartext";    // cleartext | escrow
+    std::string directory;             // RocksDB store; default <data_dir>/archive
+    std::string key_file;              // key-encryption keys (0600); default <data_dir>/keys/archive.kek
+    std::string signing_key;           // Ed25519 checkpoint key (0600); default <data_dir>/keys/archive-signing.pem
+    std::vector<std::string> escrow_keys;  // OpenPGP public key files (escrow mode)
+    std::uint64_t checkpoint_every = 1000;  // a signed checkpoint after this many chain entries...
+    Seconds checkpoint_interval{60};   // ...or this long after the first unsigned entry
+    std::uint64_t leaf_threshold = 16 * 1024;   // MIME leaves this large are stored once by content hash
+    std::uint64_t pack_size = 8ull * 1024 * 1024;  // messages are repacked into blobs of about this size
+    std::vector<std::string> journal_listen;   // SMTP listeners that only archive ("ip:port")
+};
+
 struct Config {
     std::string path;                  // the file it was loaded from
     ServerConfig server;
     TlsConfig tls;
     SmtpConfig smtp;
     DeliveryConfig delivery;
+    ArchiveConfig archive;
 };
 
 // Parses and validates FILE. On failure the Error message holds every problem

@@ -36,6 +36,10 @@ struct Envelope {
 // empty for the null address or a bare local part.
 std::string domain_of(const std::string& address);
 
+// Unique, time-ordered, 20 characters of [0-9A-Z]: queue ids, archive ids.
+// Safe to call from any thread.
+std::string make_message_id();
+
 // ASCII lower case (domains and keywords; UTF-8 bytes pass unchanged).
 std::string lowercase(std::string text);
 

@@ -9,17 +9,44 @@ RUN_PACKAGES=(
   libboost-dev libssl-dev libspdlog-dev libfmt-dev libcli11-dev
   libtomlplusplus-dev nlohmann-json3-dev libargon2-dev librocksdb-dev
   libzstd-dev libgmime-3.0-dev libglib2.0-dev libgtest-dev libgmock-dev
+  libgpgme-dev gnupg libpst-dev
   swaks
 )
 # Peers the tests and benchmarks talk to.
 TEST_PACKAGES=(
   libnet-ssleay-perl libio-socket-ssl-perl postfix python3 python3-aiosmtpd openssl zstd tar procps iproute2
+  rocksdb-tools gpg-agent
 )
 
+with_tests=0
+[[ "${1:-}" == "--with-tests" ]] && with_tests=1
 want=("${RUN_PACKAGES[@]}")
-if [[ "${1:-}" == "--with-tests" ]]; then
+if ((with_tests)); then
   want+=("${TEST_PACKAGES[@]}")
+  # npm fetches the PST sample below; use the machine's own if it has one.
+  command -v npm >/dev/null || want+=(npm)
 fi
+if [[ $(id -u) -ne 0 ]]; then
+  SUDO=sudo
+else
+  SUDO=
+fi
+
+
+# A real Outlook PST for the PST import test (no Debian package ships one): the
+# Enron sample inside the npm package pst-extractor, checked by its SHA-256.
+PST_SAMPLE=/usr/local/share/postvault-test/enron.pst
+PST_SHA256=6152489de3472be6f1f840935d34b6dbf5f62b025dd015929ea9cf66eb5a5b46
+install_pst_sample() {
+  if echo "$PST_SHA256  $PST_SAMPLE" | sha256sum -c --status 2>/dev/null; then return 0; fi
+  local work
+  work=$(mktemp -d)
+  (cd "$work" && npm pack --silent pst-extractor@1.12.0 >/dev/null &&
+     tar -xzf pst-extractor-1.12.0.tgz package/example/testdata/enron.pst)
+  echo "$PST_SHA256  $work/package/example/testdata/enron.pst" | sha256sum -c --status
+  $SUDO install -D -m 0644 "$work/package/example/testdata/enron.pst" "$PST_SAMPLE"
+  rm -rf "$work"
+}
 
 missing=()
 for pkg in "${want[@]}"; do
@@ -29,18 +56,15 @@ for pkg in "${want[@]}"; do
 done
 
 if ((${#missing[@]} == 0)); then
+  if ((with_tests)); then install_pst_sample; fi
   exit 0
 fi
 
 echo "postvault: installing ${missing[*]}" >&2
-if [[ $(id -u) -ne 0 ]]; then
-  SUDO=sudo
-else
-  SUDO=
-fi
 export DEBIAN_FRONTEND=noninteractive
 # Postfix is used only as a test peer (smtp-sink, smtp-source, a benchmark relay):
 # never let its package configure a system mail service.
 echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+if ((with_tests)); then install_pst_sample; fi

@@ -17,12 +17,13 @@ namespace {
 using local = asio::local::stream_protocol;
 constexpr std::size_t max_request_size = 64 * 1024;
 constexpr auto request_timeout = std::chrono::seconds(10);
+constexpr std::size_t max_response_size = 256 * 1024 * 1024;  // archive.get carries a message
+
+}  // namespace
 
 nlohmann::json error_json(const Error& error) {
     return {{"ok", false}, {"error", {{"code", error.code}, {"message", error.message}}}};
 }
-
-}  // namespace
 
 nlohmann::json to_json(const queue::QueuedMessage& message) {
     nlohmann::json recipients = nlohmann::json::array();
@@ -115,6 +116,9 @@ struct ControlServer::Impl : std::enable_shared_from_this<ControlServer::Impl> {
             if (!reloaded) return error_json(reloaded.error());
             return {{"ok", true}};
         }
+        if (auto extra = handlers.commands.find(command); extra != handlers.commands.end()) {
+            return extra->second(request);
+        }
         return error_json(Error::permanent("control.command", "unknown command '" + command + "'"));
     }
 
@@ -194,7 +198,8 @@ void ControlServer::stop() {
     std::filesystem::remove(impl_->path, removed);
 }
 
-Result<nlohmann::json> send_request(const std::string& socket_path, const nlohmann::json& request) {
+Result<nlohmann::json> send_request(const std::string& socket_path, const nlohmann::json& request,
+                                    std::chrono::seconds timeout_after) {
     asio::io_context io;
     local::socket socket(io);
     boost::system::error_code error;
@@ -203,14 +208,14 @@ Result<nlohmann::json> send_request(const std::string& socket_path, const nlohma
         return Error::temporary("control.connect", "cannot reach the server at " + socket_path + ": " +
                                                        error.message() + " (is `postvault serve` running?)");
     }
-    // The server answers within seconds; never hang an administrator's shell.
-    struct timeval timeout {60, 0};
+    // Never hang an administrator's shell.
+    struct timeval timeout {static_cast<time_t>(timeout_after.count()), 0};
     setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
     setsockopt(socket.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
     std::string text = request.dump() + "\n";
     asio::write(socket, asio::buffer(text), error);
     std::string reply;
-    asio::read_until(socket, asio::dynamic_buffer(reply, 64 * 1024 * 1024), '\n', error);
+    asio::read_until(socket, asio::dynamic_buffer(reply, max_response_size), '\n', error);
     if (error && reply.empty()) {
         return Error::temporary("control.read", "no answer from the server: " + error.message());
     }

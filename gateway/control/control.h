@@ -16,7 +16,9 @@
 // timeout and a 64 KiB request limit.
 #pragma once
 
+#include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -34,6 +36,9 @@ struct Handlers {
     delivery::Engine* delivery = nullptr;
     std::function<Status()> reload;                   // re-read the config file
     std::function<nlohmann::json()> status;           // counters for "status"
+    // Further commands by name (the archive's "archive.*"), run on the worker
+    // pool; they answer {"ok":true,...} or {"ok":false,"error":{...}}.
+    std::map<std::string, std::function<nlohmann::json(const nlohmann::json& request)>> commands;
 };
 
 class ControlServer {
@@ -48,11 +53,16 @@ private:
     std::shared_ptr<Impl> impl_;
 };
 
+// {"ok":false,"error":{"code","message"}}: the answer to a failed request.
+nlohmann::json error_json(const Error& error);
+
 // The JSON form of a queued message, shared by queue.list/queue.show.
 nlohmann::json to_json(const queue::QueuedMessage& message);
 
 // Client side: sends one request and returns the parsed response, or an
-// Error when the server is not running or answered garbage.
-Result<nlohmann::json> send_request(const std::string& socket_path, const nlohmann::json& request);
+// Error when the server is not running, answered garbage or took longer than
+// `timeout` (long for archive imports).
+Result<nlohmann::json> send_request(const std::string& socket_path, const nlohmann::json& request,
+                                    std::chrono::seconds timeout = std::chrono::seconds(60));
 
 }  // namespace postvault::control

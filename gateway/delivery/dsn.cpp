@@ -3,7 +3,7 @@
 
 #include <algorithm>
 
-#include "gateway/delivery/gmime_handle.h"
+#include "common/gmime.h"
 #include "gateway/delivery/reply.h"
 
 namespace postvault::delivery {

@@ -152,6 +152,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
 
     asio::io_context& io;
     queue::Queue& queue;
+    OutcomeObserver outcome_observer;  // set before start()
     asio::any_io_executor scheduler;
     asio::thread_pool workers;
     std::shared_ptr<ConnectionPool> pool;
@@ -527,7 +528,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
 
         const std::string reporting_mta = reporting_host_name(*attempt->config);
         queue::Queue* message_queue = &queue;
-        auto record_job = [message_queue, attempt, changes, reporting_mta, now]() mutable {
+        const OutcomeObserver observer = outcome_observer;
+        auto record_job = [message_queue, attempt, changes, reporting_mta, now, observer]() mutable {
             RecordOutcome out;
             std::vector<queue::Queue::NewMessage> new_messages;
             DsnRequest request;
@@ -551,6 +553,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                 }
             }
             out.status = message_queue->update(attempt->message.id, changes, new_messages);
+            if (out.status && observer) observer(attempt->message.id, changes);
             out.changes = std::move(changes);
             return out;
         };
@@ -630,6 +633,8 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
 
 Engine::Engine(asio::io_context& io, queue::Queue& queue, std::shared_ptr<const Config> config)
     : impl_(std::make_shared<Impl>(io, queue, std::move(config))) {}
+
+void Engine::set_outcome_observer(OutcomeObserver observer) { impl_->outcome_observer = std::move(observer); }
 
 Engine::~Engine() {
     impl_->stopping = true;

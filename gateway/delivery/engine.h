@@ -42,8 +42,16 @@ struct DeliveryStats {
 
 class Engine {
 public:
+    // Told every recorded outcome (after the queue has it), on a worker thread;
+    // may block (the archive writes it). Called with the recipients that changed.
+    using OutcomeObserver =
+        std::function<void(const std::string& queue_id, const std::vector<queue::RecipientStatus>& changes)>;
+
     Engine(asio::io_context& io, queue::Queue& queue, std::shared_ptr<const Config> config);
     ~Engine();
+
+    // Set before start().
+    void set_outcome_observer(OutcomeObserver observer);
 
     // Loads every non-final recipient from the queue and starts delivering.
     void start();

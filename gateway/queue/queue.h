@@ -74,9 +74,8 @@ struct QueueOptions {
     std::uint64_t min_free_disk = 0;   // refuse commits below this many free bytes
 };
 
-// Unique, time-ordered, 20 characters of [0-9A-Z]; used as the queue id and in
-// Received:. Safe to call from any thread.
-std::string make_queue_id();
+// The queue id (also the archive id and the id in Received:): make_message_id().
+inline std::string make_queue_id() { return make_message_id(); }
 
 class Queue {
 public:

@@ -31,16 +31,16 @@ struct Settings {
     std::vector<Network> trusted_networks;
 };
 
-// Resumes a coroutine after the queue's committer thread reports the fsync.
+// Resumes a coroutine after the sink reports the message durable.
 template <typename CompletionToken>
-auto async_commit(queue::Queue& queue, std::string id, Envelope envelope, std::string message,
+auto async_commit(const Server::Sink& sink, std::string id, Envelope envelope, std::string message,
                   CompletionToken&& token) {
     return asio::async_initiate<CompletionToken, void(Status)>(
-        [&queue](auto handler, std::string id, Envelope envelope, std::string message) {
+        [&sink](auto handler, std::string id, Envelope envelope, std::string message) {
             auto executor = asio::get_associated_executor(handler);
             auto work = asio::make_work_guard(executor);
             auto shared_handler = std::make_shared<decltype(handler)>(std::move(handler));
-            queue.commit(id, envelope, std::move(message),
+            sink.commit(id, envelope, std::move(message),
                          [shared_handler, work = std::move(work)](Status status) mutable {
                              auto target = work.get_executor();
                              asio::post(target, [shared_handler, status = std::move(status)]() mutable {
@@ -80,8 +80,8 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
 
     asio::io_context& io;
     asio::thread_pool& workers;
-    queue::Queue& queue;
-    CommittedCallback on_committed;
+    Sink sink;
+    Role role;
     std::shared_ptr<asio::ssl::context> tls_context;
     std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
 
@@ -94,8 +94,8 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     // Message bytes held by all sessions together (smtp.max_buffered_bytes).
     std::atomic<std::uint64_t> buffered_bytes{0};
 
-    Impl(asio::io_context& io_context, asio::thread_pool& pool, queue::Queue& q, CommittedCallback callback)
-        : io(io_context), workers(pool), queue(q), on_committed(std::move(callback)) {}
+    Impl(asio::io_context& io_context, asio::thread_pool& pool, Sink s, Role r)
+        : io(io_context), workers(pool), sink(std::move(s)), role(r) {}
 
     std::shared_ptr<const Settings> make_settings(std::shared_ptr<const Config> config) {
         auto result = std::make_shared<Settings>();
@@ -105,11 +105,13 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         context->limits.users.clear();
         context->tls_available = tls_context != nullptr;
         context->auth_available = !config->smtp.users.empty();
-        queue::Queue* q = &queue;
-        context->disk_has_room = [q] { return q->disk_has_room(); };
-        context->new_queue_id = [] { return queue::make_queue_id(); };
-        auto domains = std::make_shared<std::set<std::string>>(config->smtp.local_domains.begin(),
-                                                               config->smtp.local_domains.end());
+        context->disk_has_room = sink.has_room;
+        context->new_queue_id = [] { return make_message_id(); };
+        // A journal listener relays nothing and serves no local mailboxes: every
+        // recipient needs a trusted network or AUTH, like a relay recipient.
+        auto domains = std::make_shared<std::set<std::string>>();
+        if (role == Role::relay)
+            domains->insert(config->smtp.local_domains.begin(), config->smtp.local_domains.end());
         context->is_local_domain = [domains](const std::string& domain) { return domains->count(domain) > 0; };
         if (!config->smtp.local_domains.empty()) context->postmaster_domain = config->smtp.local_domains.front();
         for (const auto& text : config->smtp.trusted_networks) {
@@ -127,7 +129,9 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
 
     Status listen() {
         auto current = current_settings();
-        for (const auto& text : current->config->smtp.listen) {
+        const auto& addresses =
+            role == Role::relay ? current->config->smtp.listen : current->config->archive.journal_listen;
+        for (const auto& text : addresses) {
             auto endpoint_text = parse_host_port(text);
             if (!endpoint_text) return endpoint_text.error();
             boost::system::error_code error;
@@ -259,7 +263,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
                     std::string id = session.queue_id();
                     const Envelope& envelope = session.envelope();
                     std::size_t size = session.message().size();
-                    Status status = co_await async_commit(queue, id, envelope, std::move(session.message()),
+                    Status status = co_await async_commit(sink, id, envelope, std::move(session.message()),
                                                           asio::use_awaitable);
                     connection->in_transaction = false;
                     if (status) {
@@ -274,7 +278,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
                     }
                     session.commit_done(status);
                     account_buffered(session, accounted, limits);
-                    if (status && on_committed) on_committed(id);
+                    if (status && sink.committed) sink.committed(id);
                     continue;
                 }
                 if (action == Action::verify_auth) {
@@ -423,9 +427,9 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     }
 };
 
-Server::Server(asio::io_context& io, asio::thread_pool& workers, queue::Queue& queue,
-               std::shared_ptr<const Config> config, CommittedCallback on_committed)
-    : impl_(std::make_shared<Impl>(io, workers, queue, std::move(on_committed))) {
+Server::Server(asio::io_context& io, asio::thread_pool& workers, Sink sink, std::shared_ptr<const Config> config,
+               Role role)
+    : impl_(std::make_shared<Impl>(io, workers, std::move(sink), role)) {
     impl_->settings = impl_->make_settings(std::move(config));
 }
 

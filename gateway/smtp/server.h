@@ -3,11 +3,15 @@
 //
 // One coroutine per connection on its own strand: read with a timeout
 // (smtp.command_timeout, or smtp.data_timeout during DATA/BDAT), feed the
-// Session, write its replies, carry out its actions (queue commit through the
-// queue's group commit, Argon2 checks on the worker pool, the STARTTLS
-// handshake). Connection limits (total and per client IP) are enforced at
-// accept with a 421 reply. The server never answers 250 before the queue
-// reports the message durable; then it tells on_committed() (delivery).
+// Session, write its replies, carry out its actions (the sink's commit, Argon2
+// checks on the worker pool, the STARTTLS handshake). Connection limits (total
+// and per client IP) are enforced at accept with a 421 reply. The server never
+// answers 250 before the sink reports the message durable (queue and archive,
+// wired in app/serve.cpp); then it tells sink.committed() (delivery).
+//
+// Role::relay listens on smtp.listen. Role::journal listens on
+// archive.journal_listen and only archives: it has no local domains, so every
+// recipient needs a trusted client or AUTH (never an open door to the archive).
 //
 // stop() closes the listeners, lets transactions in progress finish, answers
 // 421 to idle sessions, and force-closes whatever is left after the grace
@@ -25,16 +29,24 @@
 #include "common/asio.h"
 #include "common/config.h"
 #include "common/result.h"
-#include "gateway/queue/queue.h"
+#include "common/mail.h"
 
 namespace postvault::smtp {
 
 class Server {
 public:
-    using CommittedCallback = std::function<void(const std::string& queue_id)>;
+    enum class Role { relay, journal };
+    struct Sink {
+        // Makes the message durable, then calls `done` exactly once, from any thread.
+        std::function<void(const std::string& id, const Envelope& envelope, std::string message,
+                           std::function<void(Status)> done)>
+            commit;
+        std::function<bool()> has_room;                        // false below the disk floor: 452
+        std::function<void(const std::string& id)> committed;  // after the 250; may be empty
+    };
 
-    Server(asio::io_context& io, asio::thread_pool& workers, queue::Queue& queue,
-           std::shared_ptr<const Config> config, CommittedCallback on_committed);
+    Server(asio::io_context& io, asio::thread_pool& workers, Sink sink, std::shared_ptr<const Config> config,
+           Role role = Role::relay);
     ~Server();
 
     // Binds every smtp.listen address; an Error names the one that failed.

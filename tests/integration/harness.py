@@ -192,6 +192,21 @@ class Postvault:
     def queue(self, *args, check=True):
         return self.cli("queue", *args, "--config", str(self.config_path), check=check)
 
+    def archive(self, action, *args, check=True, timeout=600):
+        """`postvault archive ACTION --config ... ARGS`; stdout as bytes (get writes a message)."""
+        result = subprocess.run([BINARY, "archive", action, "--config", str(self.config_path), *map(str, args)],
+                                capture_output=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"postvault archive {action} {' '.join(map(str, args))} failed "
+                                 f"({result.returncode}):\n{result.stdout.decode(errors='replace')}"
+                                 f"{result.stderr.decode(errors='replace')}")
+        return result
+
+    def archive_list(self):
+        """{id: sha256} from `archive list`."""
+        lines = self.archive("list").stdout.decode().splitlines()
+        return dict(line.split("\t") for line in lines)
+
     def queue_json(self):
         return json.loads(self.queue("list", "--json").stdout)["messages"]
 

@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "gateway/delivery/dsn.h"
-#include "gateway/delivery/gmime_handle.h"
+#include "common/gmime.h"
 
 namespace postvault::delivery {
 namespace {

@@ -1,5 +1,5 @@
-// gateway/delivery/gmime_handle.h — RAII for the GMime/GLib handles the
-// delivery module uses (DSN building, and the tests that parse DSNs back).
+// common/gmime.h — RAII for GMime/GLib handles, shared by every module that
+// parses or builds MIME (delivery's DSNs, the archive's leaf finder and importers).
 //
 // GObjectPtr<T> owns one reference (g_object_unref); GCharPtr owns a g_free()
 // string; GDateTimePtr and FormatOptionsPtr free theirs. ensure_gmime() runs
@@ -12,7 +12,7 @@
 #include <mutex>
 #include <string>
 
-namespace postvault::delivery {
+namespace postvault {
 
 struct GObjectUnref {
     void operator()(void* object) const {
@@ -48,4 +48,4 @@ inline void ensure_gmime() {
     std::call_once(once, [] { g_mime_init(); });
 }
 
-}  // namespace postvault::delivery
+}  // namespace postvault
