@@ -1,10 +1,10 @@
 // app/archive_command.cpp — `postvault archive ...` and the archive's control commands.
 //
 // A command opens the archive itself when no server holds it. While `postvault serve`
-// runs on the same data, commands that write or must be on the record (import, get)
-// go through the server's control socket, and read-only ones (list, show, stats,
-// verify, prove) open a secondary, read-only handle next to it; commands that need
-// the store to themselves (compact, rotate-key, backup, restore) refuse with a message.
+// runs on the same data, commands that write or must be on the record (import, get,
+// compact, rotate-key, backup) go through the server's control socket, and read-only
+// ones (list, show, stats, verify, prove) open a secondary, read-only handle next to
+// it; restore needs the server stopped and says so.
 #include <pwd.h>
 #include <unistd.h>
 
@@ -128,6 +128,8 @@ int run_archive(const ArchiveCommand& command) {
     const std::string actor = cli_actor();
 
     if (action == "restore") {
+        if (control::send_request(config.server.control_socket, {{"command", "status"}}, std::chrono::seconds(5)))
+            return fail("the archive is in use by the running server: stop it before `archive restore`");
         auto restored = archive::Archive::restore(config.archive, command.path);
         if (!restored) return fail(restored.error());
         auto opened = archive::Archive::open(config.archive, archive::OpenMode::reader);
@@ -149,21 +151,24 @@ int run_archive(const ArchiveCommand& command) {
 
     if (server_running) {
         // Through the server: what must be recorded, or writes.
-        if (action == "import" || action == "get") {
+        if (action == "import" || action == "get" || action == "compact" || action == "rotate-key" ||
+            action == "backup") {
             nlohmann::json request = {{"command", "archive." + action}, {"actor", actor}};
+            std::error_code ignored;
             if (action == "import") {
-                std::error_code ignored;
                 request["format"] = command.format;
                 request["path"] = std::filesystem::absolute(command.path, ignored).string();
                 std::cerr << "postvault: the server is running; importing through it\n";
-            } else {
+            } else if (action == "backup") {
+                request["path"] = std::filesystem::absolute(command.path, ignored).string();
+            } else if (action == "get") {
                 request["id"] = command.id;
                 if (!command.escrow_key.empty())
-                    request["escrow_key"] = std::filesystem::absolute(command.escrow_key).string();
+                    request["escrow_key"] = std::filesystem::absolute(command.escrow_key, ignored).string();
             }
             const auto started = std::chrono::steady_clock::now();
             auto response = control::send_request(config.server.control_socket, request,
-                                                  std::chrono::hours(action == "import" ? 24 * 7 : 1));
+                                                  std::chrono::hours(action == "get" ? 1 : 24 * 7));
             if (!response) return fail(response.error());
             if (!response->value("ok", false))
                 return fail((*response)["error"].value("message", std::string("request failed")));
@@ -173,10 +178,15 @@ int run_archive(const ArchiveCommand& command) {
                 std::cout.write(bytes->data(), static_cast<std::streamsize>(bytes->size()));
                 return std::cout.good() ? 0 : 1;
             }
-            const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-            auto summary = summary_from_json((*response)["summary"]);
-            print_summary(summary, seconds);
-            return summary.failed ? 1 : 0;
+            if (action == "import") {
+                const double seconds =
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+                auto summary = summary_from_json((*response)["summary"]);
+                print_summary(summary, seconds);
+                return summary.failed ? 1 : 0;
+            }
+            std::cout << response->value("message", std::string("done")) << "\n";
+            return 0;
         }
         if (action != "prove")
             return fail("the archive is in use by the running server: stop it before `archive " + action + "`");
@@ -297,6 +307,21 @@ std::map<std::string, std::function<nlohmann::json(const nlohmann::json&)>> arch
         if (*escrow) store.set_escrow_decryptor(nullptr);
         if (!bytes) return control::error_json(bytes.error());
         return {{"ok", true}, {"bytes", encode_base64(*bytes)}};
+    };
+    commands["archive.compact"] = [&store](const nlohmann::json&) -> nlohmann::json {
+        auto packed = store.compact({}, true);
+        if (!packed) return control::error_json(packed.error());
+        return {{"ok", true}, {"message", "repacked " + std::to_string(*packed) + " message(s)"}};
+    };
+    commands["archive.rotate-key"] = [&store](const nlohmann::json& request) -> nlohmann::json {
+        auto id = store.rotate_key(request.value("actor", std::string("control")));
+        if (!id) return control::error_json(id.error());
+        return {{"ok", true}, {"message", "new key-encryption key " + *id + "; earlier keys stay for reading"}};
+    };
+    commands["archive.backup"] = [&store](const nlohmann::json& request) -> nlohmann::json {
+        const std::string path = request.value("path", std::string());
+        if (auto done = store.backup(path); !done) return control::error_json(done.error());
+        return {{"ok", true}, {"message", "backup written and verified in " + path}};
     };
     commands["archive.import"] = [&store](const nlohmann::json& request) -> nlohmann::json {
         auto format = archive::parse_import_format(request.value("format", std::string()));

@@ -145,6 +145,14 @@ tls = "may"                 # may | required | none
 max_queue_time = "5d"
 retry_min = "5m"
 retry_max = "1h"
+
+[archive]
+# Every accepted message is journaled here (docs/archive.md). The mode is fixed when the
+# archive is created: "cleartext" (AES-256-GCM under keys/archive.kek) or "escrow"
+# (encrypted to escrow_keys = ["officer.asc", ...], which only their holders can read).
+mode = "cleartext"
+checkpoint_interval = "60s"
+# journal_listen = ["127.0.0.1:2526"]   # an SMTP listener that only archives (journal copies)
 )";
 }
 

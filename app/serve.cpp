@@ -238,6 +238,27 @@ int run_serve(const std::string& config_path) {
     spdlog::info("serve: postvault ready (hostname={} data_dir={} control={})", config->server.hostname,
                  config->server.data_dir, config->server.control_socket);
 
+    // Background repack of new messages into strongly compressed packs.
+    asio::steady_timer repack_timer(io);
+    std::function<void()> schedule_repack;
+    schedule_repack = [&] {
+        const auto interval = config->archive.repack_interval;
+        if (!archive || interval.count() == 0 || config->archive.mode != "cleartext") return;
+        repack_timer.expires_after(interval);
+        repack_timer.async_wait([&](const boost::system::error_code& error) {
+            if (error) return;
+            asio::post(workers, [&] {
+                auto packed = archive->compact({}, false);
+                if (!packed && packed.error().code != "archive.busy")
+                    spdlog::error("archive: repack failed: {}", packed.error().message);
+                else if (packed && *packed > 0)
+                    spdlog::info("archive: repacked {} message(s)", *packed);
+                asio::post(io, schedule_repack);
+            });
+        });
+    };
+    schedule_repack();
+
     asio::signal_set signals(io, SIGTERM, SIGINT, SIGHUP);
     std::function<void(const boost::system::error_code&, int)> on_signal;
     bool stopping = false;
@@ -258,6 +279,7 @@ int run_serve(const std::string& config_path) {
         signals.async_wait(on_signal);
         spdlog::info("serve: signal {} received, draining", signal_number);
         control_server.stop();
+        repack_timer.cancel();
         if (journal_server) journal_server->stop(smtp_drain_grace, [] {});
         server.stop(smtp_drain_grace, [&] {
             engine.stop(delivery_drain_grace, [&] {

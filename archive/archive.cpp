@@ -317,6 +317,8 @@ struct Archive::Impl {
     bool stopping = false;
     std::thread committer;
 
+    std::mutex compact_mutex;  // one repack at a time
+
     // one-entry pack cache for sequential reads (verify, exports)
     mutable std::mutex pack_cache_mutex;
     mutable std::string pack_cache_key;
@@ -1283,10 +1285,12 @@ Result<std::string> Archive::prove(const std::string& id) {
 
 // --- compact ----------------------------------------------------------------------------------
 
-Result<std::uint64_t> Archive::compact(const Progress& progress) {
+Result<std::uint64_t> Archive::compact(const Progress& progress, bool everything) {
     Impl& impl = *impl_;
     if (impl.mode != OpenMode::writer) return Error::permanent("archive.read_only", "the archive is open read-only");
     if (impl.escrow) return Error::permanent("archive.mode", "escrow content cannot be repacked by the server");
+    std::unique_lock running(impl.compact_mutex, std::try_to_lock);
+    if (!running.owns_lock()) return Error::temporary("archive.busy", "a repack is already running");
     std::uint64_t total = 0;
     {
         std::unique_ptr<rocksdb::Iterator> it(impl.db->NewIterator(rocksdb::ReadOptions(), impl.cf(kLocations)));
@@ -1359,11 +1363,13 @@ Result<std::uint64_t> Archive::compact(const Progress& progress) {
             if (current.plain.size() >= impl.config.pack_size)
                 if (auto s = flush(); !s) return s.error();
         }
-        if (auto s = flush(); !s) return s.error();
+        if (everything)
+            if (auto s = flush(); !s) return s.error();
         for (auto& future : pending)
             if (Status status = future.get(); !status) return status.error();
         pending.clear();
         if (progress) progress(total, total);
+        if (!everything) return packed;
         rocksdb::CompactRangeOptions options;
         options.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
         for (std::size_t i = 0; i < kColumnCount; ++i) {

@@ -146,9 +146,12 @@ public:
     // Signs a checkpoint over every entry so far (no-op when the last one covers them).
     Status checkpoint_now();
 
-    // Repacks single-message skeletons into pack blobs (strong compression). Writer only;
-    // cleartext mode only (escrow content cannot be read by the server).
-    Result<std::uint64_t> compact(const Progress& progress = {});
+    // Repacks single-message skeletons into pack blobs of about archive.pack_size, zstd at
+    // level 19 (the server does it every archive.repack_interval). `everything`: also the
+    // last, smaller pack, then a full RocksDB compaction (`postvault archive compact`).
+    // Writer only; cleartext mode only (escrow content cannot be read by the server).
+    // Returns how many messages were repacked; "archive.busy" when one already runs.
+    Result<std::uint64_t> compact(const Progress& progress = {}, bool everything = true);
     // A new key-encryption key for new data keys; old ones stay readable. Writer only.
     Result<std::string> rotate_key(const std::string& actor);
 

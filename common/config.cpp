@@ -468,6 +468,7 @@ Result<Config> parse_config(const std::string& text, const std::string& name) {
             {"checkpoint_interval", reader.duration("archive.checkpoint_interval", a.checkpoint_interval)},
             {"leaf_threshold", reader.size("archive.leaf_threshold", a.leaf_threshold)},
             {"pack_size", reader.size("archive.pack_size", a.pack_size)},
+            {"repack_interval", reader.duration("archive.repack_interval", a.repack_interval)},
             {"journal_listen", reader.string_list("archive.journal_listen", a.journal_listen)},
         })},
     };

@@ -94,6 +94,7 @@ struct ArchiveConfig {
     Seconds checkpoint_interval{60};   // ...or this long after the first unsigned entry
     std::uint64_t leaf_threshold = 16 * 1024;   // MIME leaves this large are stored once by content hash
     std::uint64_t pack_size = 8ull * 1024 * 1024;  // messages are repacked into blobs of about this size
+    Seconds repack_interval{3600};     // how often the server repacks; 0: never (only `archive compact`)
     std::vector<std::string> journal_listen;   // SMTP listeners that only archive ("ip:port")
 };
 

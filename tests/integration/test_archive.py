@@ -178,11 +178,18 @@ class ArchiveRelayTest(ArchiveTestCase):
         self.assertIn(" access " + outbound["id"], chain)
         self.assertRegex(chain, r" update " + outbound["id"])
 
-    def test_commands_that_need_the_store_refuse_while_serving(self):
+    def test_maintenance_goes_through_the_running_server(self):
         pv = self.start_postvault()
-        result = pv.archive("compact", check=False)
-        self.assertNotEqual(result.returncode, 0)
-        self.assertIn(b"in use by the running server", result.stderr)
+        with smtplib.SMTP("127.0.0.1", pv.port, timeout=30) as client:
+            client.sendmail("sender1@corp.test", ["someone@partner.test"], make_message(1))
+        wait_until(lambda: len(pv.archive_list()) == 1, message="message archived")
+        self.assertIn(b"repacked 1 message(s)", pv.archive("compact").stdout)
+        self.assertIn(b"new key-encryption key kek-2", pv.archive("rotate-key").stdout)
+        self.assertIn(b"verified", pv.archive("backup", self.tmp / "backup").stdout)
+        refused = pv.archive("restore", self.tmp / "backup", check=False)
+        self.assertNotEqual(refused.returncode, 0)
+        self.assertIn(b"running server", refused.stderr)
+        self.assertIn("archive intact", pv.archive("verify").stdout.decode())
 
 
 class ArchiveTamperTest(ArchiveTestCase):
