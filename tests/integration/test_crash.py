@@ -1,4 +1,4 @@
-"""kill -9 under load: every message that got 250 is delivered after restart."""
+"""kill -9 under load: every message that got 250 is delivered after restart, and archived."""
 
 import smtplib
 import threading
@@ -59,6 +59,17 @@ class CrashTest(PostvaultTestCase):
         wait_until(lambda: expected <= delivered_ids(), timeout=90, interval=0.5,
                    message="every acknowledged message to be delivered")
         wait_until(lambda: pv.queue_json() == [], timeout=30, message="queue to empty")
+
+        # Every acknowledged message is in the archive too (journaled before the 250), and
+        # the archive survived the kill intact.
+        archived = set()
+        for message_id in pv.archive_list():
+            record = pv.archive("get", message_id).stdout
+            for line in record.split(b"\r\n"):
+                if line.lower().startswith(b"message-id:"):
+                    archived.add(line.split(b":", 1)[1].strip().decode())
+        self.assertLessEqual(expected, archived)
+        self.assertIn("archive intact", pv.archive("verify").stdout.decode())
 
 
 if __name__ == "__main__":
