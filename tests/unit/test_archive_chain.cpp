@@ -4,6 +4,7 @@
 // Known answers are computed here with raw OpenSSL SHA256() calls, not with
 // chain.cpp's helpers. The last test runs tools/verify-proof.py (python3 and
 // the openssl CLI) on a proof in a temporary directory, as a third party would.
+#include "tests/unit/temp_dir.h"
 #include "archive/chain.h"
 
 #include <gtest/gtest.h>
@@ -34,22 +35,7 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-class TempDir {
-public:
-    TempDir() {
-        std::string pattern = (fs::temp_directory_path() / "postvault-chain-test-XXXXXX").string();
-        if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-        path_ = pattern;
-    }
-    ~TempDir() {
-        std::error_code ignored;
-        fs::remove_all(path_, ignored);
-    }
-    const fs::path& path() const { return path_; }
-
-private:
-    fs::path path_;
-};
+using test_support::TempDir;
 
 std::string read_file(const fs::path& path) {
     std::ifstream in(path, std::ios::binary);

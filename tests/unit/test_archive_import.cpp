@@ -13,6 +13,7 @@
 #include <map>
 #include <set>
 
+#include "tests/unit/temp_dir.h"
 #include "archive/import.h"
 #include "archive/import_internal.h"
 #include "common/gmime.h"
@@ -22,23 +23,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
-public:
-    TempDir() {
-        std::string pattern = (fs::temp_directory_path() / "pv-import-XXXXXX").string();
-        char* made = mkdtemp(pattern.data());
-        EXPECT_NE(made, nullptr);
-        path_ = pattern;
-    }
-    ~TempDir() {
-        std::error_code error;
-        fs::remove_all(path_, error);
-    }
-    const fs::path& path() const { return path_; }
-
-private:
-    fs::path path_;
-};
+using test_support::TempDir;
 
 void write_file(const fs::path& path, std::string_view bytes) {
     fs::create_directories(path.parent_path());

@@ -22,6 +22,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/unit/temp_dir.h"
 #include "gateway/delivery/engine.h"
 
 extern char** environ;
@@ -37,21 +38,7 @@ fs::path source_dir() {
     return fs::path(__FILE__).parent_path().parent_path().parent_path();
 }
 
-class TempDir {
-public:
-    TempDir() {
-        std::string pattern = (fs::temp_directory_path() / "pv-delivery-XXXXXX").string();
-        path_ = mkdtemp(pattern.data());
-    }
-    ~TempDir() {
-        std::error_code ignored;
-        fs::remove_all(path_, ignored);
-    }
-    const fs::path& path() const { return path_; }
-
-private:
-    fs::path path_;
-};
+using test_support::TempDir;
 
 // capture_sink.py as a child process: started with the arguments given,
 // "READY <port>" read from its stdout, SIGTERM and waitpid() at the end.
