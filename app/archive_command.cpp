@@ -8,7 +8,9 @@
 #include <pwd.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <mutex>
 #include <cstdio>
 #include <iostream>
 
@@ -169,6 +171,10 @@ int run_archive(const ArchiveCommand& command) {
             const auto started = std::chrono::steady_clock::now();
             auto response = control::send_request(config.server.control_socket, request,
                                                   std::chrono::hours(action == "get" ? 1 : 24 * 7));
+            if (!response && response.error().code == "control.connect")
+                return fail("the archive " + config.archive.directory +
+                            " is in use by another postvault process (an import, or a server whose control "
+                            "socket " + config.server.control_socket + " cannot be reached); try again when it ends");
             if (!response) return fail(response.error());
             if (!response->value("ok", false))
                 return fail((*response)["error"].value("message", std::string("request failed")));
@@ -292,19 +298,17 @@ int run_archive(const ArchiveCommand& command) {
 std::map<std::string, std::function<nlohmann::json(const nlohmann::json&)>> archive_control_commands(
     archive::Archive& store) {
     std::map<std::string, std::function<nlohmann::json(const nlohmann::json&)>> commands;
-    commands["archive.get"] = [&store](const nlohmann::json& request) -> nlohmann::json {
+    auto escrow_mutex = std::make_shared<std::mutex>();
+    commands["archive.get"] = [&store, escrow_mutex](const nlohmann::json& request) -> nlohmann::json {
         const std::string actor = request.value("actor", std::string("control"));
         auto escrow = load_escrow_key(request.value("escrow_key", std::string()));
         if (!escrow) return control::error_json(escrow.error());
-        // An escrow key presented for this request only.
-        static std::mutex escrow_mutex;
-        std::unique_lock lock(escrow_mutex, std::defer_lock);
-        if (*escrow) {
-            lock.lock();
-            store.set_escrow_decryptor(*escrow);
-        }
+        // An escrow key is presented for one request only: every get sets its own (or
+        // none) under the lock, so no request reads with another's key.
+        std::lock_guard lock(*escrow_mutex);
+        store.set_escrow_decryptor(*escrow);
         auto bytes = store.get(request.value("id", std::string()), actor);
-        if (*escrow) store.set_escrow_decryptor(nullptr);
+        store.set_escrow_decryptor(nullptr);
         if (!bytes) return control::error_json(bytes.error());
         return {{"ok", true}, {"bytes", encode_base64(*bytes)}};
     };
@@ -323,9 +327,17 @@ std::map<std::string, std::function<nlohmann::json(const nlohmann::json&)>> arch
         if (auto done = store.backup(path); !done) return control::error_json(done.error());
         return {{"ok", true}, {"message", "backup written and verified in " + path}};
     };
-    commands["archive.import"] = [&store](const nlohmann::json& request) -> nlohmann::json {
+    auto importing = std::make_shared<std::atomic<bool>>(false);
+    commands["archive.import"] = [&store, importing](const nlohmann::json& request) -> nlohmann::json {
         auto format = archive::parse_import_format(request.value("format", std::string()));
         if (!format) return control::error_json(format.error());
+        if (importing->exchange(true))
+            return control::error_json(
+                Error::temporary("archive.busy", "another import is running through the server; try again when it ends"));
+        struct Done {
+            std::atomic<bool>& flag;
+            ~Done() { flag = false; }
+        } done{*importing};
         auto summary = archive::import_collection(store, *format, request.value("path", std::string()),
                                                   request.value("actor", std::string("control")));
         if (!summary) return control::error_json(summary.error());

@@ -218,7 +218,10 @@ int run_serve(const std::string& config_path) {
                               {"bounced", stats.bounced}};
     };
     if (archive) handlers.commands = archive_control_commands(*archive);
-    control::ControlServer control_server(io, workers, handlers);
+    // Control requests (a long archive import among them) get their own threads, so they
+    // never hold up the workers that SMTP sessions wait on.
+    asio::thread_pool control_workers(2);
+    control::ControlServer control_server(io, control_workers, handlers);
 
     if (auto started = server.start(); !started) {
         spdlog::error("serve: {}", started.error().message);
@@ -294,6 +297,7 @@ int run_serve(const std::string& config_path) {
     for (unsigned i = 1; i < io_threads; ++i) threads.emplace_back([&io] { io.run(); });
     io.run();
     for (auto& thread : threads) thread.join();
+    control_workers.join();
     workers.join();
     return 0;
 }

@@ -61,7 +61,7 @@ constexpr const char* kColumnNames[kColumnCount] = {
     "messages", "locations", "blobs", "datakeys", "leafrefs", "by_sha", "sources", "chain",
     "details", "checkpoints", "meta"};
 
-constexpr int kIngestLevel = 3;     // zstd level for single messages at ingest
+constexpr int kIngestLevel = 1;     // zstd level at ingest (fast; skeletons are repacked at 19 later)
 constexpr int kPackLevel = 19;      // and for packs (compact)
 constexpr std::size_t kMaxProblems = 50;
 
@@ -772,7 +772,14 @@ struct Archive::Impl {
 
     void write_group(std::vector<Operation>& group, bool force_checkpoint) {
         const ChainState before = state;
-        rocksdb::WriteBatchWithIndex batch(rocksdb::BytewiseComparator(), 0, true);
+        std::size_t bytes = 4096;  // reserved at once: sealed blobs make the batch large
+        for (const auto& operation : group) {
+            if (operation.kind != Operation::Kind::ingest) continue;
+            bytes += operation.ingest.skeleton.value.size() + 2048;
+            for (const auto& leaf : operation.ingest.leaves)
+                if (leaf.sealed) bytes += leaf.sealed->value.size() + 256;
+        }
+        rocksdb::WriteBatchWithIndex batch(rocksdb::BytewiseComparator(), bytes, true);
         for (auto& operation : group) {
             const ChainState op_before = state;
             batch.SetSavePoint();

@@ -385,7 +385,14 @@ Result<std::string> read_file(const fs::path& path) {
     if (file == nullptr) {
         return import_error("read", path.string() + ": " + error_text(errno), errno != ENOENT && errno != EACCES);
     }
+    // One allocation of the file's size and reads straight into it (the file may
+    // still grow or shrink meanwhile: read to the real end either way).
     std::string bytes;
+    std::error_code size_error;
+    const auto expected = fs::file_size(path, size_error);
+    bytes.resize(size_error ? 0 : static_cast<std::size_t>(expected));
+    std::size_t length = std::fread(bytes.data(), 1, bytes.size(), file);
+    bytes.resize(length);
     char buffer[65536];
     std::size_t got = 0;
     while ((got = std::fread(buffer, 1, sizeof buffer, file)) > 0) bytes.append(buffer, got);

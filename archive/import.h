@@ -46,7 +46,8 @@
 //             fixed MIME boundaries, so the bytes are the same on every run.
 //             Source "pst:<folder path>/<descriptor id>". Strings without a
 //             declared code page are read as windows-1252. libpst is not
-//             thread safe: use one PST reader at a time per process.
+//             thread safe: PST readers serialise their libpst calls on one
+//             process-wide lock, so parallel readers take turns item by item.
 //   exchange-journal
 //             PATH is a report file, a directory tree of them (read like eml),
 //             or a Maildir of them (PATH itself has cur/ or new/).
@@ -59,8 +60,8 @@
 //             the message was delivered to and is the one kept. Source
 //             "exchange-journal:<source of the report>".
 //
-// Thread safety: a reader is used by one thread at a time; distinct readers of
-// non-PST formats may run in parallel.
+// Thread safety: a reader is used by one thread at a time; distinct readers may
+// run in parallel (PST readers take turns inside libpst, see above).
 #pragma once
 
 #include <cstdint>

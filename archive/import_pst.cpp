@@ -2,8 +2,11 @@
 //
 // libpst loads the descriptor tree; the reader walks it depth first from the
 // "top of personal folders", one item per next(), and turns each mail item
-// into an RFC 5322 message with GMime. libpst keeps global conversion state,
-// so PST readers must not run on two threads at once.
+// into an RFC 5322 message with GMime. libpst keeps global conversion state
+// (iconv descriptors that pst_open() and a failed conversion close and reopen),
+// so every libpst call of every reader in the process holds one lock; readers
+// on different threads (two imports through the server) interleave item by
+// item instead of corrupting the heap.
 //
 // read_message() copies an item's properties out of libpst into a PstMessage
 // (UTF-8); build_pst_mime() (import_pst_mime.cpp) makes the MIME message.
@@ -16,6 +19,7 @@ extern "C" {
 #include <cctype>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 
 #include "archive/import_internal.h"
 
@@ -172,6 +176,12 @@ bool is_mail(const pst_item* item) {
            lower(item->ascii_type).rfind("ipm.post", 0) == 0;
 }
 
+// Held around every libpst call (see the file comment).
+std::mutex& libpst_mutex() {
+    static std::mutex mutex;
+    return mutex;
+}
+
 std::uint64_t count_descriptors(const pst_desc_tree* node) {
     std::uint64_t count = 0;
     for (; node != nullptr; node = node->next) count += 1 + count_descriptors(node->child);
@@ -181,6 +191,7 @@ std::uint64_t count_descriptors(const pst_desc_tree* node) {
 class PstReader final : public ImportReader {
 public:
     ~PstReader() override {
+        std::lock_guard lock(libpst_mutex());
         if (opened_) pst_close(&file_);
     }
 
@@ -188,6 +199,7 @@ public:
         std::error_code error;
         size_ = std::filesystem::file_size(path, error);
         if (error) return import_error("open", path + ": " + error.message());
+        std::lock_guard lock(libpst_mutex());  // before `root`: released after pst_freeItem
         if (pst_open(&file_, path.c_str(), kDefaultCharset) != 0) {
             return import_error("open", path + ": not a PST file libpst can open");
         }
@@ -203,6 +215,7 @@ public:
     }
 
     Result<std::optional<ImportItem>> next() override {
+        std::lock_guard lock(libpst_mutex());  // before `item`: released after pst_freeItem
         while (!stack_.empty()) {
             if (stack_.back().node == nullptr) {
                 stack_.pop_back();

@@ -22,12 +22,22 @@ IngestRequest journal_request(std::string message, const Envelope& envelope) {
     report.source = "smtp";
     report.bytes = message;
     ImportItem original = unwrap_journal_report(std::move(report));
-    if (original.problems.empty()) {
+    // unwrap_journal_report() gives back the report itself when it is not a report or holds
+    // no original; otherwise the original, which is always shorter than the report around
+    // it. An original with problems (no body, NUL bytes, no Sender line...) is still the
+    // message to archive, flagged, exactly as the exchange-journal import does.
+    const bool unwrapped = original.bytes.size() != message.size();
+    if (unwrapped) {
         request.bytes = std::move(original.bytes);
         if (original.envelope_from) request.envelope.mail_from = *original.envelope_from;
-        request.envelope.recipients = original.envelope_recipients;
+        if (!original.envelope_recipients.empty()) request.envelope.recipients = original.envelope_recipients;
         request.date_unix = original.date_unix;
+        request.problems = std::move(original.problems);
     } else {
+        // A plain copy (BCC journaling) is archived as received; a report without its
+        // original is kept whole and flagged.
+        if (import_detail::header_value(message, "X-MS-Journal-Report"))
+            request.problems = std::move(original.problems);
         request.bytes = std::move(message);
     }
     return request;
@@ -145,7 +155,10 @@ Result<ImportSummary> import_collection(Archive& archive, ImportFormat format, c
     if (progress) progress(state);
     nlohmann::json detail = {{"path", absolute}, {"imported", summary.imported}, {"duplicates", summary.duplicates},
                              {"resumed", summary.resumed}, {"failed", summary.failed}, {"flagged", summary.flagged}};
-    if (auto recorded = archive.record_event("import", {}, actor, detail.dump()); !recorded) return recorded.error();
+    // A path need not be UTF-8 (old Latin-1 folder names): replace what JSON cannot hold
+    // instead of throwing (the default) and aborting the process after the import.
+    const std::string detail_text = detail.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    if (auto recorded = archive.record_event("import", {}, actor, detail_text); !recorded) return recorded.error();
     return summary;
 }
 

@@ -297,7 +297,7 @@ void validate(Config& config, ConfigReader& reader, const toml::table& root) {
     const auto& archive = config.archive;
     check(archive.mode == "cleartext" || archive.mode == "escrow", "archive.mode",
           "'archive.mode' must be \"cleartext\" or \"escrow\"");
-    check(archive.mode != "escrow" || !archive.escrow_keys.empty(), "archive.escrow_keys",
+    check(archive.mode != "escrow" || !archive.escrow_keys.empty(), "archive.mode",
           "'archive.mode' = \"escrow\" needs at least one file in 'archive.escrow_keys'");
     for (const auto& key : archive.escrow_keys)
         check(std::filesystem::exists(key), "archive.escrow_keys", "file not found: " + key);

@@ -212,7 +212,8 @@ Result<nlohmann::json> send_request(const std::string& socket_path, const nlohma
     struct timeval timeout {static_cast<time_t>(timeout_after.count()), 0};
     setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
     setsockopt(socket.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
-    std::string text = request.dump() + "\n";
+    // A path from the command line need not be UTF-8: send it replaced rather than throw.
+    std::string text = request.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
     asio::write(socket, asio::buffer(text), error);
     std::string reply;
     asio::read_until(socket, asio::dynamic_buffer(reply, max_response_size), '\n', error);
