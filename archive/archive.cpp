@@ -1093,6 +1093,7 @@ VerifyReport Archive::verify(const Progress& progress) {
         // 1. The chain: contiguous, linked, and matching every signed checkpoint.
         std::map<std::string, std::pair<std::uint64_t, std::string>> last_record;  // id -> (seq, record hash)
         std::map<std::string, std::uint64_t> ingested;                               // id -> ingest seq
+        std::map<std::string, std::string> ingested_content;                         // id -> message SHA-256
         std::set<std::string> disposed;
         std::map<std::uint64_t, Checkpoint> checkpoints;
         {
@@ -1169,7 +1170,10 @@ VerifyReport Archive::verify(const Progress& progress) {
                 if (detail && *detail && hex_sha256(**detail) != entry->record)
                     problem("chain entry " + std::to_string(key_seq) + ": its event detail was changed");
             }
-            if (entry->type == "ingest") ingested[entry->subject] = key_seq;
+            if (entry->type == "ingest") {
+                ingested[entry->subject] = key_seq;
+                ingested_content[entry->subject] = entry->content;
+            }
             if (entry->type == "disposal") disposed.insert(entry->subject);
             if (!entry->record.empty() && (entry->type == "ingest" || entry->type == "update" || entry->type == "duplicate"))
                 last_record[entry->subject] = {key_seq, entry->record};
@@ -1216,6 +1220,9 @@ VerifyReport Archive::verify(const Progress& progress) {
                 problem("message " + id + ": the metadata record is not valid JSON");
                 continue;
             }
+            if (auto content = ingested_content.find(id);
+                content != ingested_content.end() && content->second != record.value("sha256", std::string()))
+                problem("message " + id + ": its recorded SHA-256 differs from the one on its ingest entry");
             if (can_read_content) {
                 auto bytes = impl.rebuild(id, record);
                 if (!bytes) problem(bytes.error().message);
