@@ -3,8 +3,10 @@
 // Key space (RocksDB column families of <archive.directory>):
 //   messages     id -> metadata record (JSON, sorted keys); its SHA-256 is on the chain
 //   locations    id -> where the content is: {"blob":KEY} or {"pack":KEY,"offset":O,"length":N},
-//                plus "leaves":[{"offset","length","sha256"}] cut out of the original
-//   blobs        "m/<id>" skeleton | "p/<first id>" pack | "l/<sha256>" leaf -> sealed zstd frame
+//                plus "leaves":[{"offset","length","sha256"}] cut out of the original;
+//                "l/<sha256>" -> a leaf inside an escrow group
+//   blobs        "m/<id>" skeleton | "p/<first id>" pack | "l/<sha256>" leaf | "g/<first id>" escrow
+//                group (one OpenPGP message per group commit) -> sealed zstd frame
 //   datakeys     same keys as blobs -> wrapped AES-256-GCM data key (cleartext mode only);
 //                deleting one makes that blob unrecoverable (crypto-shredding)
 //   leafrefs     leaf sha256 -> reference count (decimal)
@@ -249,7 +251,6 @@ struct PreparedIngest {
     SealedValue skeleton;
     std::vector<PreparedLeaf> leaves;
     nlohmann::json record;     // without sources (added in the committer)
-    std::string escrow_digest; // escrow mode: SHA-256 of the sealed skeleton
 };
 
 struct WriteOp {
@@ -432,6 +433,18 @@ struct Archive::Impl {
         return pack_cache_plain.substr(offset, length);
     }
 
+    // A leaf is its own blob, or (escrow mode) a slice of a group blob named in `locations`.
+    Result<std::string> read_leaf(const std::string& hash) const {
+        auto location = read(kLocations, "l/" + hash);
+        if (!location) return location.error();
+        if (!*location) return open_blob("l/" + hash);
+        try {
+            return read_skeleton(nlohmann::json::parse(**location));
+        } catch (const std::exception& e) {
+            return Error::permanent("archive.corrupt", "attachment " + hash + ": unreadable location: " + e.what());
+        }
+    }
+
     Result<std::string> rebuild(const std::string& id, const nlohmann::json& record) const {
         auto location_text = read(kLocations, id);
         if (!location_text) return location_text.error();
@@ -457,7 +470,7 @@ struct Archive::Impl {
                     return Error::permanent("archive.corrupt", "message " + id + ": leaf index out of order");
                 bytes.append(*skeleton, taken, offset - position);
                 taken += offset - position;
-                auto content = open_blob("l/" + hash);
+                auto content = read_leaf(hash);
                 if (!content) return Error{content.error().code, content.error().error_class,
                                            "message " + id + ": attachment " + hash + ": " + content.error().message};
                 bytes += *content;
@@ -515,16 +528,24 @@ struct Archive::Impl {
             auto existing = read(kLeafRefs, leaf.sha256);
             if (!existing) return existing.error();
             if (!*existing) {
-                auto sealed = seal("l/" + leaf.sha256, content, kIngestLevel);
-                if (!sealed) return sealed.error();
-                leaf.sealed = std::move(*sealed);
+                if (escrow) {
+                    leaf.sealed = SealedValue{"l/" + leaf.sha256, std::string(content), {}};
+                } else {
+                    auto sealed = seal("l/" + leaf.sha256, content, kIngestLevel);
+                    if (!sealed) return sealed.error();
+                    leaf.sealed = std::move(*sealed);
+                }
             }
             prepared.leaves.push_back(std::move(leaf));
         }
-        auto sealed = seal("m/" + request.id, skeleton, kIngestLevel);
-        if (!sealed) return sealed.error();
-        prepared.skeleton = std::move(*sealed);
-        if (escrow) prepared.escrow_digest = hex_sha256(prepared.skeleton.value);
+        if (escrow) {
+            // Plain for now: the committer seals a whole group in one OpenPGP message.
+            prepared.skeleton = SealedValue{"m/" + request.id, std::move(skeleton), {}};
+        } else {
+            auto sealed = seal("m/" + request.id, skeleton, kIngestLevel);
+            if (!sealed) return sealed.error();
+            prepared.skeleton = std::move(*sealed);
+        }
 
         const Envelope& envelope = request.envelope;
         nlohmann::json record = {
@@ -549,7 +570,6 @@ struct Archive::Impl {
         }
         if (envelope.smtputf8) record["smtputf8"] = true;
         if (!request.problems.empty()) record["problems"] = request.problems;
-        if (escrow) record["sealed_sha256"] = prepared.escrow_digest;
         prepared.record = std::move(record);
         prepared.request = std::move(request);
         return prepared;
@@ -658,6 +678,28 @@ struct Archive::Impl {
         return status.ok() ? Status::success() : Status(io_error(status));
     }
 
+    // Escrow mode: the new content of one group commit, sealed as one OpenPGP message
+    // ("g/<first id>") after the group is applied; a location points into it.
+    std::string group_key;
+    std::string group_plain;
+
+    nlohmann::json group_append(const std::string& id, const std::string& content) {
+        if (group_key.empty()) group_key = "g/" + id;
+        nlohmann::json location = {{"pack", group_key}, {"offset", group_plain.size()}, {"length", content.size()}};
+        group_plain += content;
+        return location;
+    }
+
+    // Seals the group (one gpg run for all its messages) and puts it with a "seal" entry
+    // carrying the SHA-256 of the sealed bytes, so verify can check them without the key.
+    Status seal_group(rocksdb::WriteBatchWithIndex& batch) {
+        if (group_plain.empty()) return Status::success();
+        auto sealed = seal(group_key, group_plain, kIngestLevel);
+        if (!sealed) return sealed.error();
+        if (auto s = put(batch, kBlobs, group_key, sealed->value); !s) return s;
+        return append_entry(batch, "seal", group_key, "archive", hex_sha256(sealed->value), {}, {});
+    }
+
     Status apply_ingest(rocksdb::WriteBatchWithIndex& batch, Operation& operation) {
         PreparedIngest& prepared = operation.ingest;
         const IngestRequest& request = prepared.request;
@@ -705,16 +747,29 @@ struct Archive::Impl {
             if (count == 0) {
                 if (!leaf.sealed)
                     return Error::temporary("archive.retry", "attachment " + leaf.sha256 + " vanished while archiving");
-                if (auto s = put(batch, kBlobs, leaf.sealed->key, leaf.sealed->value); !s) return s;
-                if (!leaf.sealed->wrapped_key.empty())
-                    if (auto s = put(batch, kDataKeys, leaf.sealed->key, leaf.sealed->wrapped_key); !s) return s;
+                if (escrow) {
+                    if (auto s = put(batch, kLocations, leaf.sealed->key, dump(group_append(id, leaf.sealed->value)));
+                        !s)
+                        return s;
+                } else {
+                    if (auto s = put(batch, kBlobs, leaf.sealed->key, leaf.sealed->value); !s) return s;
+                    if (!leaf.sealed->wrapped_key.empty())
+                        if (auto s = put(batch, kDataKeys, leaf.sealed->key, leaf.sealed->wrapped_key); !s) return s;
+                }
             }
             if (auto s = put(batch, kLeafRefs, leaf.sha256, std::to_string(count + 1)); !s) return s;
             location["leaves"].push_back({{"offset", leaf.range.offset}, {"length", leaf.range.length}, {"sha256", leaf.sha256}});
         }
-        if (auto s = put(batch, kBlobs, prepared.skeleton.key, prepared.skeleton.value); !s) return s;
-        if (!prepared.skeleton.wrapped_key.empty())
-            if (auto s = put(batch, kDataKeys, prepared.skeleton.key, prepared.skeleton.wrapped_key); !s) return s;
+        if (escrow) {
+            nlohmann::json in_group = group_append(id, prepared.skeleton.value);
+            in_group["leaves"] = location["leaves"];
+            location = std::move(in_group);
+        } else {
+            if (auto s = put(batch, kBlobs, prepared.skeleton.key, prepared.skeleton.value); !s) return s;
+            if (!prepared.skeleton.wrapped_key.empty())
+                if (auto s = put(batch, kDataKeys, prepared.skeleton.key, prepared.skeleton.wrapped_key); !s)
+                    return s;
+        }
         if (auto s = put(batch, kLocations, id, dump(location)); !s) return s;
 
         nlohmann::json record = prepared.record;
@@ -780,16 +835,33 @@ struct Archive::Impl {
                 if (leaf.sealed) bytes += leaf.sealed->value.size() + 256;
         }
         rocksdb::WriteBatchWithIndex batch(rocksdb::BytewiseComparator(), bytes, true);
+        group_key.clear();
+        group_plain.clear();
         for (auto& operation : group) {
             const ChainState op_before = state;
+            const std::size_t group_before = group_plain.size();
+            const std::string group_key_before = group_key;
             batch.SetSavePoint();
             Status applied = apply(batch, operation);
             if (!applied) {
                 operation.failure = applied.error();
                 batch.RollbackToSavePoint();
                 state = op_before;
+                group_plain.resize(group_before);
+                group_key = group_key_before;
             }
         }
+        if (Status sealed = seal_group(batch); !sealed) {
+            // Without the sealed content none of this group may be written.
+            spdlog::error("archive: sealing {} change(s) for escrow failed: {}", group.size(), sealed.error().message);
+            state = before;
+            for (auto& operation : group)
+                if (!operation.failure) operation.failure = sealed.error();
+            group_plain.clear();
+            return;
+        }
+        group_plain.clear();
+        group_plain.shrink_to_fit();
         const std::int64_t now = now_micros();
         bool forced = force_checkpoint;
         for (const auto& operation : group)
@@ -1095,6 +1167,7 @@ VerifyReport Archive::verify(const Progress& progress) {
         std::map<std::string, std::uint64_t> ingested;                               // id -> ingest seq
         std::map<std::string, std::string> ingested_content;                         // id -> message SHA-256
         std::set<std::string> disposed;
+        std::map<std::string, std::string> seals;  // escrow group blob -> SHA-256 of its sealed bytes
         std::map<std::uint64_t, Checkpoint> checkpoints;
         {
             std::unique_ptr<rocksdb::Iterator> it(impl.db->NewIterator(rocksdb::ReadOptions(), impl.cf(kCheckpoints)));
@@ -1175,6 +1248,7 @@ VerifyReport Archive::verify(const Progress& progress) {
                 ingested_content[entry->subject] = entry->content;
             }
             if (entry->type == "disposal") disposed.insert(entry->subject);
+            if (entry->type == "seal") seals[entry->subject] = entry->content;
             if (!entry->record.empty() && (entry->type == "ingest" || entry->type == "update" || entry->type == "duplicate"))
                 last_record[entry->subject] = {key_seq, entry->record};
         }
@@ -1200,7 +1274,7 @@ VerifyReport Archive::verify(const Progress& progress) {
         }();
         if (!can_read_content)
             report.notes.push_back("content not decrypted (escrow mode, no escrow key presented): checked the "
-                                   "sealed bytes' SHA-256 instead");
+                                   "sealed blobs against the SHA-256 on their seal entries instead");
         std::set<std::string> seen;
         std::unique_ptr<rocksdb::Iterator> records(impl.db->NewIterator(rocksdb::ReadOptions(), impl.cf(kMessages)));
         for (records->SeekToFirst(); records->Valid(); records->Next()) {
@@ -1228,12 +1302,21 @@ VerifyReport Archive::verify(const Progress& progress) {
                 if (!bytes) problem(bytes.error().message);
                 else ++report.contents_checked;
             } else {
-                auto sealed = impl.read(kBlobs, "m/" + id);
-                if (!sealed || !*sealed) problem("message " + id + ": its content blob is missing");
-                else if (hex_sha256(**sealed) != record.value("sealed_sha256", std::string()))
-                    problem("message " + id + ": its sealed content was changed");
+                auto location_text = impl.read(kLocations, id);
+                auto location = location_text && *location_text
+                                    ? nlohmann::json::parse(**location_text, nullptr, false)
+                                    : nlohmann::json();
+                const std::string blob = location.is_object() ? location.value("pack", std::string()) : std::string();
+                if (blob.empty() || !seals.count(blob))
+                    problem("message " + id + ": its content location is missing or names no sealed blob");
             }
             if (progress) progress(report.messages, total);
+        }
+        // Escrow group blobs: the sealed bytes are those the chain recorded, key or no key.
+        for (const auto& [blob, digest] : seals) {
+            auto sealed = impl.read(kBlobs, blob);
+            if (!sealed || !*sealed) problem("sealed blob " + blob + " is missing");
+            else if (hex_sha256(**sealed) != digest) problem("sealed blob " + blob + " was changed since it was sealed");
         }
         for (const auto& [id, seq] : ingested)
             if (!seen.count(id) && !disposed.count(id))

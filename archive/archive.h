@@ -12,7 +12,8 @@
 //     reference-counted. get() splices them back and checks the SHA-256 on every read.
 //   - Encryption at rest: "cleartext" mode seals every blob with its own AES-256-GCM data key,
 //     wrapped by a key-encryption key from archive.key_file (keys.h); "escrow" mode encrypts
-//     every blob to the escrow OpenPGP keys (escrow.h) and the server cannot read it back.
+//     the new content of each group commit as one OpenPGP message to the escrow keys
+//     (escrow.h, one gpg run per group) and the server cannot read it back.
 //   - compact() repacks single-message skeletons into larger blobs compressed with strong
 //     zstd settings ("bottommost level"); a pack is one blob with one data key.
 //
