@@ -102,10 +102,22 @@ Result<std::string> compress(std::string_view input, int level, int window_log =
     ZSTD_CCtx_setParameter(context.get(), ZSTD_c_compressionLevel, level);
     ZSTD_CCtx_setParameter(context.get(), ZSTD_c_checksumFlag, 1);
     if (window_log > 0) ZSTD_CCtx_setParameter(context.get(), ZSTD_c_windowLog, window_log);
-    std::string output(ZSTD_compressBound(input.size()), '\0');
-    const std::size_t size = ZSTD_compress2(context.get(), output.data(), output.size(), input.data(), input.size());
+    // Into a reused scratch buffer (no zero-filling of a bound-sized string per call),
+    // then one copy of the compressed size.
+    thread_local std::unique_ptr<char[]> scratch;
+    thread_local std::size_t scratch_size = 0;
+    const std::size_t bound = ZSTD_compressBound(input.size());
+    if (scratch_size < bound) {
+        scratch.reset(new char[bound]);
+        scratch_size = bound;
+    }
+    const std::size_t size = ZSTD_compress2(context.get(), scratch.get(), bound, input.data(), input.size());
     if (ZSTD_isError(size)) return Error::permanent("archive.compress", ZSTD_getErrorName(size));
-    output.resize(size);
+    std::string output(scratch.get(), size);
+    if (scratch_size > (64u << 20)) {  // a pack: do not keep that much per thread
+        scratch.reset();
+        scratch_size = 0;
+    }
     return output;
 }
 
