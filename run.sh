@@ -5,9 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-scripts/install-deps.sh
+scripts/install-deps.sh >&2
 cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release -DPOSTVAULT_BUILD_TESTS=OFF >/dev/null
-cmake --build build/release
+# Build output goes to standard error: `./run.sh archive get ID > copy.eml` must hold only the message.
+cmake --build build/release >&2
 binary=build/release/postvault
 
 if (($# > 0)); then

@@ -196,6 +196,11 @@ int run_archive(const ArchiveCommand& command) {
         }
         if (action != "prove")
             return fail("the archive is in use by the running server: stop it before `archive " + action + "`");
+        // Have the server sign a checkpoint over everything so far, so the proof can cover
+        // a message archived a moment ago.
+        auto signed_now = control::send_request(config.server.control_socket, {{"command", "archive.checkpoint"}});
+        if (!signed_now || !signed_now->value("ok", false))
+            std::cerr << "postvault: the server could not sign a checkpoint now; using the latest one\n";
     }
 
     std::unique_ptr<archive::Archive> owned;
@@ -311,6 +316,10 @@ std::map<std::string, std::function<nlohmann::json(const nlohmann::json&)>> arch
         store.set_escrow_decryptor(nullptr);
         if (!bytes) return control::error_json(bytes.error());
         return {{"ok", true}, {"bytes", encode_base64(*bytes)}};
+    };
+    commands["archive.checkpoint"] = [&store](const nlohmann::json&) -> nlohmann::json {
+        if (auto signed_now = store.checkpoint_now(); !signed_now) return control::error_json(signed_now.error());
+        return {{"ok", true}, {"message", "checkpoint signed"}};
     };
     commands["archive.compact"] = [&store](const nlohmann::json&) -> nlohmann::json {
         auto packed = store.compact({}, true);

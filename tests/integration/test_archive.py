@@ -183,6 +183,10 @@ class ArchiveRelayTest(ArchiveTestCase):
         with smtplib.SMTP("127.0.0.1", pv.port, timeout=30) as client:
             client.sendmail("sender1@corp.test", ["someone@partner.test"], make_message(1))
         wait_until(lambda: len(pv.archive_list()) == 1, message="message archived")
+        # A proof right away: the server signs a checkpoint for it on request.
+        (message_id,) = pv.archive_list()
+        proof = __import__("json").loads(pv.archive("prove", message_id).stdout)
+        self.assertEqual(proof["message"]["id"], message_id)
         self.assertIn(b"repacked 1 message(s)", pv.archive("compact").stdout)
         self.assertIn(b"new key-encryption key kek-2", pv.archive("rotate-key").stdout)
         self.assertIn(b"verified", pv.archive("backup", self.tmp / "backup").stdout)
