@@ -530,7 +530,8 @@ struct Archive::Impl {
                 ranges.clear();
             }
         }
-        if (ranges.empty()) skeleton = bytes;
+        // Without leaves the skeleton is the message itself: no copy.
+        const std::string_view skeleton_view = ranges.empty() ? std::string_view(bytes) : std::string_view(skeleton);
 
         for (const auto& range : ranges) {
             PreparedLeaf leaf;
@@ -552,9 +553,9 @@ struct Archive::Impl {
         }
         if (escrow) {
             // Plain for now: the committer seals a whole group in one OpenPGP message.
-            prepared.skeleton = SealedValue{"m/" + request.id, std::move(skeleton), {}};
+            prepared.skeleton = SealedValue{"m/" + request.id, std::string(skeleton_view), {}};
         } else {
-            auto sealed = seal("m/" + request.id, skeleton, kIngestLevel);
+            auto sealed = seal("m/" + request.id, skeleton_view, kIngestLevel);
             if (!sealed) return sealed.error();
             prepared.skeleton = std::move(*sealed);
         }
