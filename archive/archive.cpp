@@ -50,6 +50,7 @@
 #include "archive/escrow.h"
 #include "archive/keys.h"
 #include "archive/leaves.h"
+#include "common/rocksdb_options.h"
 
 namespace postvault::archive {
 
@@ -172,15 +173,7 @@ rocksdb::ColumnFamilyOptions column_options(std::size_t column) {
 }
 
 rocksdb::DBOptions database_options() {
-    rocksdb::DBOptions options;
-    options.create_if_missing = true;
-    options.create_missing_column_families = true;
-    options.paranoid_checks = true;
-    options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
-    options.avoid_flush_during_shutdown = false;
-    options.max_background_jobs = 2;
-    options.keep_log_file_num = 5;
-    options.max_total_wal_size = 256ull << 20;
+    rocksdb::DBOptions options = durable_database_options();
     options.max_open_files = -1;  // required by secondary instances
     return options;
 }
@@ -194,7 +187,7 @@ struct ChainState {
     std::int64_t first_unsigned_micros = 0;
 
     std::string encode() const {
-        nlohmann::json j = {{"next_seq", next_seq}, {"head", to_hex(head)}, {"frontier", to_hex_string(frontier.encode())},
+        nlohmann::json j = {{"next_seq", next_seq}, {"head", to_hex(head)}, {"frontier", frontier.encode()},
                             {"signed_size", signed_size}, {"first_unsigned", first_unsigned_micros}};
         return j.dump();
     }
@@ -206,8 +199,7 @@ struct ChainState {
             auto head = hash_from_hex(j.at("head").get<std::string>());
             if (!head) return head.error();
             state.head = *head;
-            auto frontier_bytes = from_hex_string(j.at("frontier").get<std::string>());
-            auto frontier = MerkleFrontier::decode(frontier_bytes);
+            auto frontier = MerkleFrontier::decode(j.at("frontier").get<std::string>());
             if (!frontier) return frontier.error();
             state.frontier = *frontier;
             state.signed_size = j.at("signed_size").get<std::uint64_t>();
@@ -216,31 +208,6 @@ struct ChainState {
         } catch (const std::exception& e) {
             return Error::permanent("archive.corrupt", std::string("archive chain state: ") + e.what());
         }
-    }
-
-    static std::string to_hex_string(std::string_view bytes) {
-        static constexpr char digits[] = "0123456789abcdef";
-        std::string out;
-        out.reserve(bytes.size() * 2);
-        for (unsigned char c : bytes) {
-            out.push_back(digits[c >> 4]);
-            out.push_back(digits[c & 15]);
-        }
-        return out;
-    }
-    static std::string from_hex_string(std::string_view hex) {
-        std::string out;
-        auto value = [](char c) -> int {
-            if (c >= '0' && c <= '9') return c - '0';
-            if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-            return -1;
-        };
-        for (std::size_t i = 0; i + 1 < hex.size(); i += 2) {
-            int high = value(hex[i]), low = value(hex[i + 1]);
-            if (high < 0 || low < 0) return {};
-            out.push_back(static_cast<char>(high * 16 + low));
-        }
-        return out;
     }
 };
 

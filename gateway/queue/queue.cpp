@@ -25,6 +25,7 @@
 #include "gateway/queue/queue.h"
 
 #include "common/base64.h"
+#include "common/rocksdb_options.h"
 
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -429,23 +430,6 @@ rocksdb::ColumnFamilyOptions column_options(Column column) {
     return options;
 }
 
-rocksdb::DBOptions database_options() {
-    rocksdb::DBOptions options;
-    options.create_if_missing = true;
-    options.create_missing_column_families = true;
-    options.paranoid_checks = true;
-    // kill -9 may leave a torn record at the end of the WAL: recover up to it.
-    // Acknowledged writes were synced, so they are all before the tear.
-    options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
-    options.manual_wal_flush = false;            // each Write reaches the WAL file at once
-    // Flush at close whatever the WAL does not hold (nothing, as every write
-    // goes through the WAL); the WAL is replayed on the next open.
-    options.avoid_flush_during_shutdown = false;
-    options.max_background_jobs = 2;
-    options.keep_log_file_num = 5;
-    options.max_total_wal_size = 256ull << 20;
-    return options;
-}
 
 Result<std::unique_ptr<Store>> Store::open(const std::string& directory) {
     std::error_code error;
@@ -477,7 +461,7 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& directory) {
     store->directory_ = directory;
     rocksdb::DB* db = nullptr;
     const rocksdb::Status opened =
-        rocksdb::DB::Open(database_options(), directory, descriptors, &store->all_handles_, &db);
+        rocksdb::DB::Open(durable_database_options(), directory, descriptors, &store->all_handles_, &db);
     if (!opened.ok()) return io_error(opened);
     store->db_.reset(db);
     for (std::size_t i = 0; i < kColumnCount; ++i) store->columns_[i] = store->all_handles_[i + 1];
