@@ -17,9 +17,11 @@
 #include <nlohmann/json.hpp>
 
 #include "app/commands.h"
+#include "app/progress.h"
 #include "archive/archive.h"
 #include "archive/escrow.h"
 #include "archive/importer.h"
+#include "search/index.h"
 #include "common/base64.h"
 #include "common/config.h"
 #include "gateway/control/control.h"
@@ -39,36 +41,6 @@ int fail(const std::string& message) {
 }
 
 int fail(const Error& error) { return fail(error.message); }
-
-// Progress on standard error, only when it is a terminal.
-class ProgressBar {
-public:
-    explicit ProgressBar(std::string label) : label_(std::move(label)), enabled_(::isatty(STDERR_FILENO) != 0) {}
-    ~ProgressBar() { finish(); }
-    void update(std::uint64_t done, std::uint64_t total, std::uint64_t items) {
-        if (!enabled_) return;
-        const double seconds =
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-        const double fraction = total ? std::min(1.0, static_cast<double>(done) / static_cast<double>(total)) : 0.0;
-        const int width = 30;
-        const int filled = static_cast<int>(fraction * width);
-        std::fprintf(stderr, "\r%s [%s%s] %3d%%  %llu  %.0f/s ", label_.c_str(), std::string(filled, '#').c_str(),
-                     std::string(width - filled, ' ').c_str(), static_cast<int>(fraction * 100),
-                     static_cast<unsigned long long>(items), seconds > 0 ? static_cast<double>(items) / seconds : 0.0);
-        std::fflush(stderr);
-        shown_ = true;
-    }
-    void finish() {
-        if (enabled_ && shown_) std::fputc('\n', stderr);
-        shown_ = false;
-    }
-
-private:
-    std::string label_;
-    bool enabled_;
-    bool shown_ = false;
-    std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
-};
 
 void print_summary(const archive::ImportSummary& summary, double seconds) {
     for (const auto& failure : summary.failures) std::cerr << "failed: " << failure << "\n";
@@ -218,6 +190,16 @@ int run_archive(const ArchiveCommand& command) {
     if (action == "import") {
         auto format = archive::parse_import_format(command.format);
         if (!format) return fail(format.error());
+        // No server: this process is the index's writer too, indexing while it imports.
+        std::unique_ptr<search::IndexWriter> index_writer;
+        std::unique_ptr<search::Indexer> indexer;
+        if (config.search.enabled) {
+            auto opened_index = search::IndexWriter::open(config.search);
+            if (!opened_index) return fail(opened_index.error());
+            index_writer = std::move(*opened_index);
+            indexer = std::make_unique<search::Indexer>(config.search, store, *index_writer);
+            indexer->start();
+        }
         ProgressBar bar("importing");
         const auto started = std::chrono::steady_clock::now();
         auto summary = archive::import_collection(store, *format, command.path, actor,
@@ -227,7 +209,16 @@ int run_archive(const ArchiveCommand& command) {
         bar.finish();
         if (!summary) return fail(summary.error());
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-        print_summary(*summary, seconds);
+        if (indexer) {
+            indexer->stop();
+            if (auto drained = indexer->drain(); !drained) return fail(drained.error());
+            const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+            std::cout << "indexed " << indexer->indexed() << " queue entries; " << index_writer->document_count()
+                      << " messages in the search index (" << static_cast<std::uint64_t>(
+                             total > 0 ? static_cast<double>(summary->imported + summary->duplicates) / total : 0)
+                      << " messages/s with indexing)\n";
+        }
+        print_summary(*summary, seconds);  // last: scripts read its final line
         return summary->failed ? 1 : 0;
     }
     if (action == "list") {

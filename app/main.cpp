@@ -1,4 +1,6 @@
-// app/main.cpp — the `postvault` command line (CLI11).
+// app/main.cpp — postvault-core, the program behind every `postvault` command (the
+// `postvault` launcher, app/launcher.cpp, runs it; `search --count` goes to the smaller
+// postvault-search). Its command line (CLI11):
 //
 //   postvault init [--dir DIR] [--hostname NAME] [--force]
 //   postvault serve --config FILE
@@ -9,15 +11,14 @@
 //   postvault archive import --format maildir|mbox|eml|pst|exchange-journal PATH
 //   postvault archive list [--limit N] | show ID | get ID | verify | stats | prove ID
 //   postvault archive compact | rotate-key | backup DIR | restore DIR
+//   postvault search [--count|--json] [--limit N] [--sort date|relevance] QUERY | reindex | report FILE
 //
 // Queue commands and reload talk to the running server over its control socket;
 // archive commands see app/archive_command.cpp.
 #include <malloc.h>
 #include <unistd.h>
 
-#include <cstdlib>
 #include <ctime>
-#include <fstream>
 #include <iostream>
 #include <string>
 
@@ -25,6 +26,7 @@
 #include <nlohmann/json.hpp>
 
 #include "app/commands.h"
+#include "app/search_cli.h"
 #include "common/config.h"
 #include "gateway/control/control.h"
 #include "gateway/smtp/auth.h"
@@ -108,35 +110,9 @@ int control_command(const std::string& config_path, const nlohmann::json& reques
     return 0;
 }
 
-// When the kernel gives transparent huge pages only to memory that asks for them ("madvise",
-// Debian's default), ask glibc's allocator to do so for the heap (tunable glibc.malloc.hugetlb,
-// glibc 2.35 and later): a 2 MiB page costs one fault where 512 small pages cost 512, and the
-// archive's message-sized buffers are faulted in at thousands per second (measured: about 15%
-// faster ingest of large messages). Tunables are read only when a process starts, so the
-// process re-executes itself once, with the same PID and arguments; if that fails it simply
-// goes on with small pages. Only the commands that move message bytes in bulk do this; the
-// others are short-lived and would only pay for a second start.
-void use_huge_pages(int argc, char** argv) {
-    const std::string command = argc > 1 ? argv[1] : "", action = argc > 2 ? argv[2] : "";
-    const bool bulk = command == "serve" || (command == "archive" && (action == "import" || action == "compact" ||
-                                                                    action == "verify" || action == "backup"));
-    if (!bulk) return;
-    const char* current = std::getenv("GLIBC_TUNABLES");
-    std::string tunables = current ? current : "";
-    if (tunables.find("glibc.malloc.hugetlb") != std::string::npos) return;
-    std::ifstream mode_file("/sys/kernel/mm/transparent_hugepage/enabled");
-    std::string mode;
-    std::getline(mode_file, mode);
-    if (mode.find("[madvise]") == std::string::npos) return;
-    tunables += (tunables.empty() ? "" : ":") + std::string("glibc.malloc.hugetlb=1");
-    if (::setenv("GLIBC_TUNABLES", tunables.c_str(), 1) != 0) return;
-    ::execv("/proc/self/exe", argv);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-    use_huge_pages(argc, argv);
     // Grow the heap 64 MiB at a time and keep that much when memory is freed: the archive
     // allocates and frees message-sized buffers at thousands per second, and fresh pages cost
     // a page fault each (measured: about 6% faster ingest of large messages).
@@ -181,6 +157,10 @@ int main(int argc, char** argv) {
 
     auto* reload = app.add_subcommand("reload", "Make the running server re-read its configuration");
     reload->add_option("--config", config_path, "Configuration file")->capture_default_str();
+
+    app::SearchCommand search_command;
+    search_command.config_path = config_path;
+    auto search = app::add_search_subcommand(app, search_command);
 
     auto* hash = app.add_subcommand("hash-password", "Print an Argon2id hash of a password read from standard input");
 
@@ -235,6 +215,11 @@ int main(int argc, char** argv) {
         }
     }
     if (*serve) return app::run_serve(config_path);
+    if (*search.search) {
+        if (*search.reindex) search_command.action = "reindex";
+        if (*search.report) search_command.action = "report";
+        return app::run_search(search_command);
+    }
     if (*check) {
         auto loaded = load_config(config_path);
         if (!loaded) {

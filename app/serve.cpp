@@ -23,6 +23,7 @@
 #include "app/commands.h"
 #include "archive/archive.h"
 #include "archive/importer.h"
+#include "search/index.h"
 #include "common/asio.h"
 #include "common/config.h"
 #include "common/log.h"
@@ -74,6 +75,20 @@ int run_serve(const std::string& config_path) {
             return 1;
         }
         archive_store = std::move(*opened);
+    }
+    // The search index follows the archive: its indexer drains the archive's durable index
+    // queue on its own thread (Xapian never runs on the I/O threads).
+    std::unique_ptr<search::IndexWriter> index_writer;
+    std::unique_ptr<search::Indexer> indexer;
+    if (archive_store && config->search.enabled) {
+        auto opened = search::IndexWriter::open(config->search);
+        if (!opened) {
+            spdlog::error("serve: cannot open the search index: {}", opened.error().message);
+            return 1;
+        }
+        index_writer = std::move(*opened);
+        indexer = std::make_unique<search::Indexer>(config->search, *archive_store, *index_writer);
+        indexer->start();
     }
 
     std::mutex config_lock;  // guards `config` across reloads
@@ -218,6 +233,12 @@ int run_serve(const std::string& config_path) {
                               {"bounced", stats.bounced}};
     };
     if (archive) handlers.commands = archive_control_commands(*archive);
+    if (indexer)
+        handlers.commands["search.reindex"] = [&indexer](const nlohmann::json&) -> nlohmann::json {
+            auto done = indexer->reindex({});
+            if (!done) return control::error_json(done.error());
+            return {{"ok", true}, {"messages", *done}};
+        };
     // Control requests (a long archive import among them) get their own threads, so they
     // never hold up the workers that SMTP sessions wait on.
     asio::thread_pool control_workers(2);
@@ -299,6 +320,7 @@ int run_serve(const std::string& config_path) {
     for (auto& thread : threads) thread.join();
     control_workers.join();
     workers.join();
+    if (indexer) indexer->stop();
     return 0;
 }
 

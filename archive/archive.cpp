@@ -17,6 +17,9 @@
 //   checkpoints  tree size (8 bytes big-endian) -> signed checkpoint
 //   meta         "mode" -> cleartext|escrow, "chain" -> committer state (next seq, head,
 //                Merkle frontier, signed size)
+//   index_queue  seq of the chain entry that changed a message (8 bytes big-endian) -> its id;
+//                in escrow mode followed by '\n' and the message bytes zstd-compressed (the
+//                index cannot read them back later). search/ deletes an entry once indexed.
 // Metadata families use RocksDB's zstd with a trained dictionary and level 19 at the
 // bottommost level; content values are already compressed and encrypted, so RocksDB
 // stores them as they are.
@@ -58,11 +61,11 @@ namespace {
 
 enum Column : std::size_t {
     kMessages, kLocations, kBlobs, kDataKeys, kLeafRefs, kBySha, kSources, kChain, kDetails,
-    kCheckpoints, kMeta, kColumnCount
+    kCheckpoints, kMeta, kIndexQueue, kColumnCount
 };
 constexpr const char* kColumnNames[kColumnCount] = {
     "messages", "locations", "blobs", "datakeys", "leafrefs", "by_sha", "sources", "chain",
-    "details", "checkpoints", "meta"};
+    "details", "checkpoints", "meta", "index_queue"};
 
 constexpr int kIngestLevel = 1;     // zstd level at ingest (fast; skeletons are repacked at 19 later)
 constexpr int kPackLevel = 19;      // and for packs (compact)
@@ -230,6 +233,7 @@ struct PreparedIngest {
     SealedValue skeleton;
     std::vector<PreparedLeaf> leaves;
     nlohmann::json record;     // without sources (added in the committer)
+    std::string index_copy;    // escrow mode: the bytes, zstd-compressed, for the index queue
 };
 
 struct WriteOp {
@@ -299,6 +303,10 @@ struct Archive::Impl {
 
     std::mutex compact_mutex;  // one repack at a time
 
+    bool queued_for_index = false;  // committer: the group being written put index-queue entries
+    std::mutex listener_mutex;
+    std::function<void()> index_listener;
+
     // one-entry pack cache for sequential reads (verify, exports)
     mutable std::mutex pack_cache_mutex;
     mutable std::string pack_cache_key;
@@ -314,6 +322,12 @@ struct Archive::Impl {
             }
             wakeup.notify_one();
             committer.join();
+        }
+        if (db && mode == OpenMode::writer) {
+            // Leave nothing in the write-ahead log: readers (secondary instances, opened by
+            // every `search` and `archive list|show|stats` command) replay it at each open.
+            const auto flushed = db->Flush(rocksdb::FlushOptions(), handles);
+            if (!flushed.ok()) spdlog::warn("archive: flushing at close: {}", flushed.ToString());
         }
         if (db) {
             for (auto* handle : handles) db->DestroyColumnFamilyHandle(handle);
@@ -519,6 +533,9 @@ struct Archive::Impl {
             prepared.leaves.push_back(std::move(leaf));
         }
         if (escrow) {
+            auto copy = compress(bytes, kIngestLevel);
+            if (!copy) return copy.error();
+            prepared.index_copy = std::move(*copy);
             // Plain for now: the committer seals a whole group in one OpenPGP message.
             prepared.skeleton = SealedValue{"m/" + request.id, std::string(skeleton_view), {}};
         } else {
@@ -680,6 +697,15 @@ struct Archive::Impl {
         return append_entry(batch, "seal", group_key, "archive", hex_sha256(sealed->value), {}, {});
     }
 
+    // Puts an index-queue entry for the chain entry about to be appended (same batch).
+    Status enqueue_index(rocksdb::WriteBatchWithIndex& batch, IndexTask::Kind kind, const std::string& id,
+                         const std::string& escrow_copy = {}) {
+        std::string value = (kind == IndexTask::Kind::content ? "c " : "m ") + id;
+        if (!escrow_copy.empty()) value += "\n" + escrow_copy;
+        queued_for_index = true;
+        return put(batch, kIndexQueue, seq_key(state.next_seq), value);
+    }
+
     Status apply_ingest(rocksdb::WriteBatchWithIndex& batch, Operation& operation) {
         PreparedIngest& prepared = operation.ingest;
         const IngestRequest& request = prepared.request;
@@ -709,6 +735,7 @@ struct Archive::Impl {
             if (auto s = put(batch, kMessages, id, text); !s) return s;
             if (!request.source.empty())
                 if (auto s = put(batch, kSources, request.source, id); !s) return s;
+            if (auto s = enqueue_index(batch, IndexTask::Kind::metadata, id); !s) return s;
             if (auto s = append_entry(batch, "duplicate", id, request.actor, prepared.sha256, hex_sha256(text), {}); !s)
                 return s;
             operation.result = {id, true, false};
@@ -759,6 +786,7 @@ struct Archive::Impl {
         if (auto s = put(batch, kBySha, prepared.sha256, id); !s) return s;
         if (!request.source.empty())
             if (auto s = put(batch, kSources, request.source, id); !s) return s;
+        if (auto s = enqueue_index(batch, IndexTask::Kind::content, id, prepared.index_copy); !s) return s;
         if (auto s = append_entry(batch, "ingest", id, request.actor, prepared.sha256, hex_sha256(text), {}); !s) return s;
         operation.result = {id, false, false};
         return Status::success();
@@ -778,6 +806,7 @@ struct Archive::Impl {
         const std::string text = dump(record);
         if (auto s = put(batch, kMessages, operation.id, text); !s) return s;
         operation.result.id = operation.id;
+        if (auto s = enqueue_index(batch, IndexTask::Kind::metadata, operation.id); !s) return s;
         return append_entry(batch, "update", operation.id, operation.actor, {}, hex_sha256(text), {});
     }
 
@@ -815,6 +844,7 @@ struct Archive::Impl {
                 if (leaf.sealed) bytes += leaf.sealed->value.size() + 256;
         }
         rocksdb::WriteBatchWithIndex batch(rocksdb::BytewiseComparator(), bytes, true);
+        queued_for_index = false;
         group_key.clear();
         group_plain.clear();
         for (auto& operation : group) {
@@ -866,6 +896,11 @@ struct Archive::Impl {
             state = before;
             for (auto& operation : group)
                 if (!operation.failure) operation.failure = io_error(written);
+            return;
+        }
+        if (queued_for_index) {
+            std::lock_guard lock(listener_mutex);
+            if (index_listener) index_listener();
         }
     }
 };
@@ -1047,6 +1082,56 @@ Result<std::string> Archive::get(const std::string& id, const std::string& actor
         if (auto recorded = record_event("access", id, actor, "read"); !recorded) return recorded.error();
     }
     return bytes;
+}
+
+Result<std::string> Archive::content(const std::string& id) const {
+    auto record = metadata(id);
+    if (!record) return record.error();
+    return impl_->rebuild(id, *record);
+}
+
+std::vector<IndexTask> Archive::index_queue(std::size_t limit) const {
+    std::vector<IndexTask> tasks;
+    std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->cf(kIndexQueue)));
+    for (it->SeekToFirst(); it->Valid() && tasks.size() < limit; it->Next()) {
+        const rocksdb::Slice value = it->value();
+        if (value.size() < 3) continue;  // not ours; left for inspection
+        IndexTask task;
+        task.kind = value[0] == 'c' ? IndexTask::Kind::content : IndexTask::Kind::metadata;
+        task.key = it->key().ToString();
+        const std::string_view rest(value.data() + 2, value.size() - 2);
+        const auto newline = rest.find('\n');
+        task.id = std::string(rest.substr(0, newline));
+        if (newline != std::string_view::npos) {
+            auto bytes = decompress(rest.substr(newline + 1));
+            if (bytes) task.bytes = std::move(*bytes);
+        }
+        tasks.push_back(std::move(task));
+    }
+    return tasks;
+}
+
+Status Archive::index_queue_done(const std::vector<std::string>& keys) {
+    if (impl_->mode != OpenMode::writer) return Error::permanent("archive.read_only", "the archive is open read-only");
+    if (keys.empty()) return Status::success();
+    Operation operation;
+    operation.kind = Operation::Kind::raw;
+    for (const auto& key : keys) operation.writes.push_back({kIndexQueue, key, std::nullopt});
+    auto result = impl_->submit_and_wait(std::move(operation));
+    if (!result) return result.error();
+    return Status::success();
+}
+
+std::uint64_t Archive::index_queue_length() const {
+    std::uint64_t count = 0;
+    std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->cf(kIndexQueue)));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) ++count;
+    return count;
+}
+
+void Archive::set_index_listener(std::function<void()> listener) {
+    std::lock_guard lock(impl_->listener_mutex);
+    impl_->index_listener = std::move(listener);
 }
 
 std::vector<ListedMessage> Archive::list(std::size_t limit, const std::string& after) const {

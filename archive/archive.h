@@ -112,6 +112,17 @@ struct VerifyReport {
     std::vector<std::string> notes;     // what could not be checked, and why
 };
 
+// One entry of the durable index queue (consumed by search/). Every new message ("content")
+// and every change to a message's record ("metadata": a duplicate's new source, delivery
+// outcomes) puts one in the same atomic write as the change, so the index can never miss
+// one; search/ removes entries only after its own commit, and indexing is idempotent.
+struct IndexTask {
+    enum class Kind { content, metadata } kind = Kind::content;
+    std::string key;    // queue position (opaque)
+    std::string id;     // the message
+    std::string bytes;  // escrow mode, content tasks: the message (the index cannot read it back later)
+};
+
 using IngestCallback = std::function<void(Result<IngestResult>)>;
 using Progress = std::function<void(std::uint64_t done, std::uint64_t total)>;
 
@@ -167,6 +178,16 @@ public:
 
     // For a reader: see the writer's latest writes.
     Status refresh();
+
+    // The index queue, oldest first (see IndexTask). Writer only for done().
+    std::vector<IndexTask> index_queue(std::size_t limit) const;
+    Status index_queue_done(const std::vector<std::string>& keys);
+    std::uint64_t index_queue_length() const;
+    // Called on the committer thread after each write that queued index work; keep it short.
+    void set_index_listener(std::function<void()> listener);
+    // The exact bytes like get(), but recording no access: for the search index and its
+    // snippets, which are not a person reading the message (escrow mode: needs the key).
+    Result<std::string> content(const std::string& id) const;
 
     Archive(const Archive&) = delete;
     Archive& operator=(const Archive&) = delete;

@@ -375,6 +375,7 @@ Result<Config> parse_config(const std::string& text, const std::string& name) {
     auto& m = config.smtp;
     auto& d = config.delivery;
     auto& a = config.archive;
+    auto& q = config.search;
 
     Reader users = [&](const toml::node& node) {
         const toml::array* array = node.as_array();
@@ -471,6 +472,13 @@ Result<Config> parse_config(const std::string& text, const std::string& name) {
             {"repack_interval", reader.duration("archive.repack_interval", a.repack_interval)},
             {"journal_listen", reader.string_list("archive.journal_listen", a.journal_listen)},
         })},
+        {"search", reader.table("search", {
+            {"enabled", reader.boolean("search.enabled", q.enabled)},
+            {"directory", reader.path_value("search.directory", q.directory)},
+            {"batch_size", reader.integer("search.batch_size", q.batch_size, 1, 1000000)},
+            {"commit_interval", reader.duration("search.commit_interval", q.commit_interval)},
+            {"language", reader.string("search.language", q.language)},
+        })},
     };
     reader.read_table(root, "", top);
 
@@ -482,6 +490,7 @@ Result<Config> parse_config(const std::string& text, const std::string& name) {
     if (a.directory.empty()) a.directory = (data / "archive").string();
     if (a.key_file.empty()) a.key_file = (data / "keys" / "archive.kek").string();
     if (a.signing_key.empty()) a.signing_key = (data / "keys" / "archive-signing.pem").string();
+    if (q.directory.empty()) q.directory = (data / "index").string();
 
     validate(config, reader, root);
 

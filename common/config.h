@@ -98,6 +98,14 @@ struct ArchiveConfig {
     std::vector<std::string> journal_listen;   // SMTP listeners that only archive ("ip:port")
 };
 
+struct SearchConfig {
+    bool enabled = true;               // index every archived message
+    std::string directory;             // Xapian index; default <data_dir>/index
+    std::uint64_t batch_size = 2000;   // messages per Xapian commit (at most)
+    Seconds commit_interval{1};        // and at most this long between a message's archiving and its commit
+    std::string language = "english"; // Snowball stemmer for free text
+};
+
 struct Config {
     std::string path;                  // the file it was loaded from
     ServerConfig server;
@@ -105,6 +113,7 @@ struct Config {
     SmtpConfig smtp;
     DeliveryConfig delivery;
     ArchiveConfig archive;
+    SearchConfig search;
 };
 
 // Parses and validates FILE. On failure the Error message holds every problem

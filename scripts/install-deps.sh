@@ -10,12 +10,14 @@ RUN_PACKAGES=(
   libtomlplusplus-dev nlohmann-json3-dev libargon2-dev librocksdb-dev
   libzstd-dev libgmime-3.0-dev libglib2.0-dev libgtest-dev libgmock-dev
   libgpgme-dev gnupg libpst-dev
+  libxapian-dev libpoppler-cpp-dev libzip-dev libxml2-dev
   swaks
 )
 # Peers the tests and benchmarks talk to.
 TEST_PACKAGES=(
   libnet-ssleay-perl libio-socket-ssl-perl postfix python3 python3-aiosmtpd openssl zstd tar procps iproute2
   rocksdb-tools gpg-agent
+  notmuch maildir-utils poppler-utils python3-snowballstemmer
 )
 
 with_tests=0

@@ -1,0 +1,49 @@
+// search/document.h — one archived message as a Xapian document (schema in schema.h).
+//
+// build_document() turns the archive's metadata record (envelope, direction, outcomes, labels)
+// and the extracted content (extract.h) into terms, values and the result-line data. It does
+// not look at other documents: linking threads and flagging duplicates needs the database and
+// is the index writer's job (index.cpp). metadata_terms() is the part that depends on the
+// record only, so a metadata change (a delivery outcome, a duplicate's new source) updates a
+// document without reading the message again. Pure functions, thread safe.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <xapian.h>
+
+#include "search/extract.h"
+
+namespace postvault::search {
+
+struct BuiltDocument {
+    Xapian::Document document;
+    std::string id;                       // archive id
+    std::string message_id;               // Message-ID without <>
+    std::vector<std::string> references;  // In-Reply-To and References ids
+    std::string duplicate_key;            // exact-duplicate group
+    std::vector<std::uint32_t> minhash;   // empty when the body is too short to compare
+};
+
+// `stemmer` may be a default Xapian::Stem (no stemming).
+BuiltDocument build_document(const std::string& id, const nlohmann::json& record, const Content& content,
+                             const Xapian::Stem& stemmer);
+
+// Replaces the record-derived terms of `document` (direction, method, policy, tag, hold,
+// retention; envelope addresses are added, never removed) and its result-line data.
+void apply_metadata(Xapian::Document& document, const nlohmann::json& record);
+
+// MinHash over 5-word shingles of folded text; empty below kMinShingles shingles.
+inline constexpr std::size_t kMinShingles = 16;
+std::vector<std::uint32_t> minhash_signature(std::string_view folded_text);
+double minhash_similarity(const std::vector<std::uint32_t>& a, const std::vector<std::uint32_t>& b);
+
+std::string encode_minhash(const std::vector<std::uint32_t>& signature);
+std::vector<std::uint32_t> decode_minhash(const std::string& value);
+// The LSH band terms of a signature ("XV" + band + hash).
+std::vector<std::string> band_terms(const std::vector<std::uint32_t>& signature);
+
+}  // namespace postvault::search

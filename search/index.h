@@ -1,0 +1,111 @@
+// search/index.h — the one writer of the Xapian index, and the indexer that feeds it from
+// the archive's durable index queue.
+//
+// Layout of search.directory: "current" is a Xapian stub file naming the live database
+// ("glass db-N"); `reindex` builds db-N+1 beside it from the archive and swaps the stub
+// atomically, so readers never see a half-built index.
+//
+// IndexWriter owns the Xapian::WritableDatabase (one per process; a second writer gets
+// "search.in_use"). add() links the message into its thread (References / In-Reply-To /
+// Message-ID, in any arrival order: when a message joins two threads they merge, and the
+// thread id is the smallest archive id in it), flags it as an exact duplicate (same duplicate
+// key) or near-duplicate (MinHash, LSH bands, estimated similarity >= kNearDuplicate) of an
+// earlier message, naming that one, then replaces the document by its unique "Q" term, so
+// indexing a message twice leaves one. Other documents are rewritten only when threads merge.
+// commit() makes the batch durable and visible to readers.
+//
+// Indexer drains the archive's index queue: a batch of entries -> extraction and document
+// building on worker threads -> IndexWriter (one thread) -> commit -> the entries are removed
+// from the queue. A crash between commit and removal only re-indexes those messages
+// (idempotent), so an entry is never lost nor doubled. start() runs it on its own thread,
+// woken by the archive after each write that queued work; stop() finishes the batch in hand.
+// Errors: "search.io" (temporary), "search.in_use", "search.config" (unknown language).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "archive/archive.h"
+#include "common/config.h"
+#include "common/result.h"
+#include "search/document.h"
+
+namespace postvault::search {
+
+inline constexpr double kNearDuplicate = 0.8;
+
+class IndexWriter {
+public:
+    // Opens (creating if needed) the live database of `config.directory`.
+    static Result<std::unique_ptr<IndexWriter>> open(const SearchConfig& config);
+    ~IndexWriter();
+
+    Status add(BuiltDocument built);
+    // Updates the record-derived terms of an indexed message; "search.not_found" if it is not indexed.
+    Status update_metadata(const std::string& id, const nlohmann::json& record);
+    Status remove(const std::string& id);
+    Status commit();
+    std::uint64_t document_count() const;
+
+    // Builds a new database from `source` (every archived message, via `each`) and swaps it
+    // in. `each(visit)` must call visit(id, record, bytes) for every message.
+    using Visit = std::function<void(const std::string& id, const nlohmann::json& record, const std::string& bytes)>;
+    Result<std::uint64_t> rebuild(const std::function<Status(const Visit&)>& each,
+                                  const std::function<void(std::uint64_t)>& progress);
+
+    IndexWriter(const IndexWriter&) = delete;
+    IndexWriter& operator=(const IndexWriter&) = delete;
+
+private:
+    IndexWriter();
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+class Indexer {
+public:
+    Indexer(const SearchConfig& config, archive::Archive& archive, IndexWriter& writer);
+    ~Indexer();
+
+    // One batch: returns how many queue entries were handled (0: the queue is empty).
+    Result<std::size_t> run_once();
+    // Until the queue is empty.
+    Status drain();
+
+    void start();  // background thread, woken by the archive
+    void stop();
+    // From another thread while started: pauses indexing, rebuilds the whole index from the
+    // archive (progress(done, total)), swaps it in, resumes.
+    Result<std::uint64_t> reindex(const std::function<void(std::uint64_t, std::uint64_t)>& progress);
+    std::uint64_t indexed() const { return indexed_; }
+
+    Indexer(const Indexer&) = delete;
+    Indexer& operator=(const Indexer&) = delete;
+
+private:
+    void loop();
+
+    SearchConfig config_;
+    archive::Archive& archive_;
+    IndexWriter& writer_;
+    std::mutex mutex_;
+    std::condition_variable wakeup_;
+    bool pending_ = false;
+    bool stopping_ = false;
+    std::mutex work_mutex_;  // one batch or one reindex at a time
+    std::thread thread_;
+    std::atomic<std::uint64_t> indexed_{0};
+};
+
+// Text for snippets: body and attachment text of a message.
+std::string searchable_text(const Content& content);
+
+}  // namespace postvault::search

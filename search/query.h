@@ -1,0 +1,34 @@
+// search/query.h — the query language of docs/search.md, parsed into a Xapian::Query.
+//
+// parse_query() is a recursive-descent parser over the grammar in docs/search.md. It maps
+// every field through the one table in search/schema.h, folds words with fold_text(), and
+// tokenizes each word the way the indexer's Xapian::TermGenerator does (a word the generator
+// splits, like "e-mail", becomes a phrase), so a query meets exactly the terms the indexer
+// wrote. Dates and sizes become value ranges on slot_date / slot_size.
+//
+// Errors: a query that cannot be parsed gives Error{code "search.query", message
+// "bad query at column N: ..."} with N 1-based in characters (code points). Wildcards that
+// would expand to more than QueryOptions::max_wildcard_terms terms fail at search time with
+// "search.wildcard" (Xapian's WILDCARD_LIMIT_ERROR). No exceptions escape.
+// Pure function, thread safe.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include <xapian.h>
+
+#include "common/result.h"
+
+namespace postvault::search {
+
+struct QueryOptions {
+    bool exact = false;                   // no stemming anywhere (the CLI's --exact)
+    std::int64_t now = 0;                 // "now" for relative dates, seconds since the epoch; 0 = the clock
+    unsigned max_wildcard_terms = 10000;  // expansion limit of word*
+};
+
+Result<Xapian::Query> parse_query(std::string_view text, const QueryOptions& options = {});
+
+}  // namespace postvault::search

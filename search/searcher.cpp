@@ -1,0 +1,370 @@
+// search/searcher.cpp — see searcher.h.
+#include "search/searcher.h"
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <set>
+#include <unordered_map>
+
+#include <nlohmann/json.hpp>
+#include <xapian.h>
+
+#include "search/query.h"
+#include "search/schema.h"
+
+namespace postvault::search {
+
+namespace {
+
+const std::string kThreadPrefix(find_field("thread")->prefix);
+
+Error xapian_error(const std::string& what, const Xapian::Error& error) {
+    return Error::temporary("search.io", what + ": " + error.get_type() + ": " + error.get_msg());
+}
+
+// Counts the values of a slot; `multi`: each '\n'-separated value (recipient domains, methods).
+class ValueSpy : public Xapian::MatchSpy {
+public:
+    ValueSpy(Xapian::valueno slot, bool multi) : slot_(slot), multi_(multi) {}
+    void operator()(const Xapian::Document& document, double) override {
+        const std::string value = document.get_value(slot_);
+        if (!multi_) {
+            if (!value.empty()) ++counts_[value];
+            return;
+        }
+        std::size_t start = 0;
+        while (start < value.size()) {
+            std::size_t end = value.find('\n', start);
+            if (end == std::string::npos) end = value.size();
+            if (end > start) ++counts_[value.substr(start, end - start)];
+            start = end + 1;
+        }
+    }
+    const std::map<std::string, std::uint64_t>& counts() const { return counts_; }
+
+private:
+    Xapian::valueno slot_;
+    bool multi_;
+    std::map<std::string, std::uint64_t> counts_;
+};
+
+FacetCounts top(const std::map<std::string, std::uint64_t>& counts, std::size_t limit, bool by_key) {
+    FacetCounts out(counts.begin(), counts.end());
+    if (!by_key)
+        std::stable_sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+    if (out.size() > limit) out.resize(limit);
+    return out;
+}
+
+// MSet::snippet() escapes for HTML; plain output wants the text back.
+std::string unescape_html(const std::string& text) {
+    std::string out;
+    out.reserve(text.size());
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        if (text[i] == '&') {
+            static const std::pair<const char*, char> entities[] = {
+                {"&lt;", '<'}, {"&gt;", '>'}, {"&amp;", '&'}, {"&quot;", '"'}, {"&#39;", '\''}};
+            bool replaced = false;
+            for (const auto& [entity, c] : entities)
+                if (text.compare(i, std::strlen(entity), entity) == 0) {
+                    out += c;
+                    i += std::strlen(entity) - 1;
+                    replaced = true;
+                    break;
+                }
+            if (replaced) continue;
+        }
+        out += text[i];
+    }
+    return out;
+}
+
+std::string to_hex(const std::string& bytes) {
+    static const char* digits = "0123456789abcdef";
+    std::string out;
+    for (unsigned char c : bytes) {
+        out += digits[c >> 4];
+        out += digits[c & 15];
+    }
+    return out;
+}
+
+std::optional<std::string> from_hex(std::string_view hex) {
+    if (hex.size() % 2) return std::nullopt;
+    std::string out;
+    for (std::size_t i = 0; i < hex.size(); i += 2) {
+        auto nibble = [](char c) -> int {
+            if (c >= '0' && c <= '9') return c - '0';
+            if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+            return -1;
+        };
+        const int high = nibble(hex[i]), low = nibble(hex[i + 1]);
+        if (high < 0 || low < 0) return std::nullopt;
+        out += static_cast<char>(high * 16 + low);
+    }
+    return out;
+}
+
+}  // namespace
+
+struct Searcher::Impl {
+    std::string directory;
+    Xapian::Database db;
+    Xapian::Stem stemmer{"english"};
+
+    // Runs `work`, reopening once or twice when the writer's commits overtook this reader.
+    template <typename Work>
+    auto with_reopen(Work&& work) -> decltype(work()) {
+        for (int attempt = 0;; ++attempt) {
+            try {
+                return work();
+            } catch (const Xapian::DatabaseModifiedError& e) {
+                if (attempt >= 3) return xapian_error("reading the search index", e);
+                db.reopen();
+            } catch (const Xapian::WildcardError& e) {
+                return Error::permanent("search.wildcard", "a wildcard matches too many words: " + e.get_msg() +
+                                                               "; make it longer");
+            } catch (const Xapian::Error& e) {
+                return xapian_error("searching", e);
+            }
+        }
+    }
+
+    Result<Xapian::Query> parse(const std::string& text, bool exact, std::int64_t now) {
+        QueryOptions options;
+        options.exact = exact;
+        options.now = now;
+        return parse_query(text, options);
+    }
+};
+
+Searcher::Searcher() : impl_(std::make_unique<Impl>()) {}
+Searcher::~Searcher() = default;
+
+Result<std::unique_ptr<Searcher>> Searcher::open(const std::string& directory) {
+    const std::filesystem::path stub = std::filesystem::path(directory) / "current";
+    std::error_code ignored;
+    if (!std::filesystem::exists(stub, ignored))
+        return Error::permanent("search.not_found", "no search index at " + directory +
+                                                        " (it is created when mail is archived, or by `postvault search reindex`)");
+    std::unique_ptr<Searcher> searcher(new Searcher());
+    searcher->impl_->directory = directory;
+    try {
+        searcher->impl_->db = Xapian::Database(stub.string());
+    } catch (const Xapian::Error& e) {
+        return xapian_error("opening the search index " + directory, e);
+    }
+    return searcher;
+}
+
+std::uint64_t Searcher::document_count() {
+    try {
+        return impl_->db.get_doccount();
+    } catch (const Xapian::Error&) {
+        return 0;
+    }
+}
+
+Result<std::uint64_t> Searcher::count(const std::string& text, bool exact, std::int64_t now) {
+    auto query = impl_->parse(text, exact, now);
+    if (!query) return query.error();
+    return impl_->with_reopen([&]() -> Result<std::uint64_t> {
+        Xapian::Enquire enquire(impl_->db);
+        enquire.set_query(*query);
+        enquire.set_weighting_scheme(Xapian::BoolWeight());
+        const Xapian::MSet mset = enquire.get_mset(0, 0, impl_->db.get_doccount());
+        return static_cast<std::uint64_t>(mset.get_matches_lower_bound());
+    });
+}
+
+Result<SearchResult> Searcher::search(const SearchRequest& request, const TextOf& text_of) {
+    auto query = impl_->parse(request.query, request.exact, request.now);
+    if (!query) return query.error();
+    const bool by_date = request.sort != "relevance";
+    if (request.sort != "date" && request.sort != "relevance")
+        return Error::permanent("search.request", "sort must be \"date\" or \"relevance\"");
+    std::string after_key;
+    std::uint64_t offset = 0;
+    if (!request.cursor.empty()) {
+        const char kind = request.cursor[0];
+        if (kind == 'd' && by_date) {
+            auto key = from_hex(std::string_view(request.cursor).substr(1));
+            if (!key) return Error::permanent("search.request", "the cursor is not one this search gave");
+            after_key = *key;
+        } else if (kind == 'r' && !by_date) {
+            try {
+                offset = std::stoull(request.cursor.substr(1));
+            } catch (const std::exception&) {
+                return Error::permanent("search.request", "the cursor is not one this search gave");
+            }
+        } else {
+            return Error::permanent("search.request", "the cursor belongs to a search sorted the other way");
+        }
+    }
+    const std::size_t limit = std::max<std::size_t>(1, std::min<std::size_t>(request.limit, 100000));
+
+    return impl_->with_reopen([&]() -> Result<SearchResult> {
+        SearchResult result;
+        Xapian::Database& db = impl_->db;
+        const Xapian::doccount all = db.get_doccount();
+
+        // The exact total and the facets, over every match.
+        {
+            Xapian::Enquire enquire(db);
+            enquire.set_query(*query);
+            enquire.set_weighting_scheme(Xapian::BoolWeight());
+            ValueSpy senders(slot_sender_domain, false), months(slot_month, false);
+            ValueSpy recipients(slot_recipient_domains, true), methods(slot_methods, true);
+            if (request.facets) {
+                enquire.add_matchspy(&senders);
+                enquire.add_matchspy(&recipients);
+                enquire.add_matchspy(&months);
+                enquire.add_matchspy(&methods);
+            }
+            const Xapian::MSet counted = enquire.get_mset(0, request.facets ? all : 0, all);
+            result.total = counted.get_matches_lower_bound();
+            if (request.facets) {
+                Facets facets;
+                facets.sender_domains = top(senders.counts(), 50, false);
+                facets.recipient_domains = top(recipients.counts(), 50, false);
+                facets.months = top(months.counts(), 1000, true);
+                facets.methods = top(methods.counts(), 50, false);
+                result.facets = std::move(facets);
+            }
+        }
+
+        // The page.
+        Xapian::Enquire enquire(db);
+        Xapian::Query page_query = *query;
+        if (!after_key.empty())
+            page_query = Xapian::Query(Xapian::Query::OP_FILTER, page_query,
+                                       Xapian::Query(Xapian::Query::OP_VALUE_LE, slot_sort_key, after_key));
+        enquire.set_query(page_query);
+        if (by_date) {
+            enquire.set_weighting_scheme(Xapian::BoolWeight());
+            enquire.set_sort_by_value(slot_sort_key, true);
+        } else {
+            enquire.set_sort_by_relevance_then_value(slot_sort_key, true);
+        }
+        const Xapian::MSet mset = enquire.get_mset(by_date ? 0 : offset, limit + 2);
+        std::size_t taken = 0;
+        bool more = false;
+        std::string last_key;
+        for (auto it = mset.begin(); it != mset.end(); ++it) {
+            const Xapian::Document document = it.get_document();
+            const std::string key = document.get_value(slot_sort_key);
+            if (!after_key.empty() && key == after_key) continue;
+            if (taken == limit) {
+                more = true;
+                break;
+            }
+            Hit hit;
+            try {
+                const auto data = nlohmann::json::parse(document.get_data());
+                hit.id = data.value("id", std::string());
+                hit.date = data.value("date", std::int64_t{0});
+                hit.from = data.value("from", std::string());
+                hit.to = data.value("to", std::string());
+                hit.subject = data.value("subject", std::string());
+                hit.size = data.value("size", std::uint64_t{0});
+            } catch (const std::exception&) {
+                continue;
+            }
+            hit.thread = document.get_value(slot_thread);
+            hit.duplicate_of = document.get_value(slot_duplicate_of);
+            hit.near_duplicate_of = document.get_value(slot_near_duplicate_of);
+            hit.weight = it.get_weight();
+            if (text_of) {
+                auto text = text_of(hit.id);
+                if (text) {
+                    hit.snippet = mset.snippet(*text, 240, impl_->stemmer,
+                                               Xapian::MSet::SNIPPET_BACKGROUND_MODEL | Xapian::MSet::SNIPPET_EXHAUSTIVE,
+                                               request.html ? "<b>" : "[", request.html ? "</b>" : "]", "…");
+                    if (!request.html) hit.snippet = unescape_html(hit.snippet);
+                }
+            }
+            result.hits.push_back(std::move(hit));
+            last_key = key;
+            ++taken;
+        }
+        if (by_date) {
+            if (more) result.next_cursor = "d" + to_hex(last_key);
+        } else if (offset + taken < result.total) {
+            result.next_cursor = "r" + std::to_string(offset + taken);
+        }
+        return result;
+    });
+}
+
+Result<TermReport> Searcher::term_report(const std::vector<std::string>& queries, bool exact) {
+    TermReport report;
+    std::vector<std::vector<Xapian::docid>> matches(queries.size());
+    for (std::size_t i = 0; i < queries.size(); ++i) {
+        TermReportRow row;
+        row.query = queries[i];
+        auto query = impl_->parse(queries[i], exact, 0);
+        if (!query) {
+            row.error = query.error().message;
+            report.rows.push_back(std::move(row));
+            continue;
+        }
+        auto found = impl_->with_reopen([&]() -> Result<std::vector<Xapian::docid>> {
+            Xapian::Enquire enquire(impl_->db);
+            enquire.set_query(*query);
+            enquire.set_weighting_scheme(Xapian::BoolWeight());
+            enquire.set_docid_order(Xapian::Enquire::ASCENDING);
+            const Xapian::doccount all = impl_->db.get_doccount();
+            const Xapian::MSet mset = enquire.get_mset(0, all, all);
+            std::vector<Xapian::docid> ids;
+            for (auto it = mset.begin(); it != mset.end(); ++it) ids.push_back(*it);
+            std::sort(ids.begin(), ids.end());
+            return ids;
+        });
+        if (!found) {
+            row.error = found.error().message;
+        } else {
+            matches[i] = std::move(*found);
+            row.hits = matches[i].size();
+        }
+        report.rows.push_back(std::move(row));
+    }
+    return impl_->with_reopen([&]() -> Result<TermReport> {
+        std::unordered_map<Xapian::docid, unsigned> times;
+        for (const auto& ids : matches)
+            for (auto id : ids) ++times[id];
+        std::unordered_map<std::string, std::vector<Xapian::docid>> thread_members;
+        auto family_of = [&](const std::vector<Xapian::docid>& ids) {
+            std::set<Xapian::docid> family(ids.begin(), ids.end());
+            std::set<std::string> threads;
+            for (auto id : ids) threads.insert(impl_->db.get_document(id).get_value(slot_thread));
+            for (const auto& thread : threads) {
+                if (thread.empty()) continue;
+                auto [it, fresh] = thread_members.try_emplace(thread);
+                if (fresh) {
+                    const std::string term = make_term(kThreadPrefix, thread);
+                    for (auto p = impl_->db.postlist_begin(term); p != impl_->db.postlist_end(term); ++p)
+                        it->second.push_back(*p);
+                }
+                family.insert(it->second.begin(), it->second.end());
+            }
+            return family;
+        };
+        std::set<Xapian::docid> all_family;
+        for (std::size_t i = 0; i < queries.size(); ++i) {
+            if (!report.rows[i].error.empty()) continue;
+            std::uint64_t unique = 0;
+            for (auto id : matches[i]) unique += times[id] == 1;
+            report.rows[i].unique_hits = unique;
+            const auto family = family_of(matches[i]);
+            report.rows[i].hits_with_family = family.size();
+            all_family.insert(family.begin(), family.end());
+        }
+        report.total_distinct = times.size();
+        report.total_with_family = all_family.size();
+        return report;
+    });
+}
+
+}  // namespace postvault::search

@@ -1,0 +1,209 @@
+// Unit tests for search/document.h and search/index.h: documents, thread linking in any
+// arrival order, exact and near duplicates, idempotent indexing, metadata updates, rebuild.
+#include <gtest/gtest.h>
+#include <xapian.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "search/document.h"
+#include "search/index.h"
+#include "search/schema.h"
+#include "temp_dir.h"
+
+using namespace postvault;
+using namespace postvault::search;
+
+namespace {
+
+Content message(const std::string& message_id, std::vector<std::string> references, const std::string& body,
+                const std::string& subject = "hello") {
+    Content content;
+    content.message_id = message_id;
+    content.references = std::move(references);
+    content.body = body;
+    content.subject = subject;
+    content.from = {{"Alice Smith", "alice@corp.example"}};
+    content.to = {{"", "bob@partner.example"}};
+    content.date = 1700000000;
+    return content;
+}
+
+nlohmann::json record(const std::string& id) {
+    return {{"id", id}, {"size", 1234}, {"direction", "outbound"}, {"from", "alice@corp.example"},
+            {"recipients", {"bob@partner.example", "carol@hidden.example"}}, {"outcomes", nlohmann::json::array()}};
+}
+
+std::string long_text(int seed, int words = 200) {
+    std::string text;
+    for (int i = 0; i < words; ++i) text += "word" + std::to_string((i * 7919 + seed * 104729) % 100003) + " ";
+    return text;
+}
+
+class IndexTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        config.directory = (dir.path() / "index").string();
+        auto opened = IndexWriter::open(config);
+        ASSERT_TRUE(opened) << opened.error().message;
+        writer = std::move(*opened);
+    }
+    void add(const std::string& id, const Content& content, nlohmann::json rec = {}) {
+        if (rec.is_null()) rec = record(id);
+        ASSERT_TRUE(writer->add(build_document(id, rec, content, Xapian::Stem("english"))));
+    }
+    Xapian::Database reader() {
+        EXPECT_TRUE(writer->commit());
+        return Xapian::Database((dir.path() / "index" / "current").string());
+    }
+    static std::vector<std::string> ids_with(const Xapian::Database& db, const std::string& term) {
+        std::vector<std::string> ids;
+        for (auto it = db.postlist_begin(term); it != db.postlist_end(term); ++it)
+            ids.push_back(nlohmann::json::parse(db.get_document(*it).get_data())["id"]);
+        std::sort(ids.begin(), ids.end());
+        return ids;
+    }
+    static std::string thread_of(const Xapian::Database& db, const std::string& id) {
+        auto it = db.postlist_begin("Q" + id);
+        return it == db.postlist_end("Q" + id) ? "" : db.get_document(*it).get_value(slot_thread);
+    }
+
+    test_support::TempDir dir;
+    postvault::SearchConfig config;
+    std::unique_ptr<IndexWriter> writer;
+};
+
+}  // namespace
+
+TEST_F(IndexTest, DocumentHasFieldTermsValuesAndBlindCopies) {
+    add("m1", message("a@x", {}, "The merger was approved"));
+    auto db = reader();
+    auto doc = db.get_document(*db.postlist_begin("Qm1"));
+    std::vector<std::string> terms(doc.termlist_begin(), doc.termlist_end());
+    auto has = [&](const std::string& t) { return std::find(terms.begin(), terms.end(), t) != terms.end(); };
+    EXPECT_TRUE(has("merger"));
+    EXPECT_TRUE(has("Zmerger"));
+    EXPECT_TRUE(has("Shello"));
+    EXPECT_TRUE(has("XFalice@corp.example"));
+    EXPECT_TRUE(has("XFcorp.example"));
+    EXPECT_TRUE(has("XFalice"));
+    EXPECT_TRUE(has("XFsmith"));  // display name word
+    EXPECT_TRUE(has("XTbob@partner.example"));
+    EXPECT_TRUE(has("XBcarol@hidden.example"));   // envelope recipient not in To/Cc
+    EXPECT_FALSE(has("XBbob@partner.example"));   // visible recipient is not a blind copy
+    EXPECT_FALSE(has("XPcarol@hidden.example"));  // participant: is from/to/cc/bcc at query time
+    EXPECT_TRUE(has("XDhidden.example"));
+    EXPECT_TRUE(has("XRoutbound"));
+    EXPECT_TRUE(has("XMa@x"));
+    EXPECT_EQ(Xapian::sortable_unserialise(doc.get_value(slot_date)), 1700000000.0);
+    EXPECT_EQ(Xapian::sortable_unserialise(doc.get_value(slot_size)), 1234.0);
+    EXPECT_EQ(doc.get_value(slot_month), "2023-11");
+    EXPECT_EQ(doc.get_value(slot_sender_domain), "corp.example");
+}
+
+TEST_F(IndexTest, ThreadsLinkInAnyArrivalOrder) {
+    // c replies to b, b to a; they arrive c, a, b. d and e answer a parent never archived.
+    add("c", message("C@x", {"A@x", "B@x"}, "third"));
+    add("a", message("A@x", {}, "first"));
+    auto db = reader();
+    EXPECT_EQ(thread_of(db, "a"), "a");
+    EXPECT_EQ(thread_of(db, "c"), "a");  // c referenced A directly
+    add("b", message("B@x", {"A@x"}, "second"));
+    add("e", message("E@x", {"MISSING@x"}, "fifth"));
+    add("d", message("D@x", {"MISSING@x"}, "fourth"));
+    db = reader();
+    for (const char* id : {"a", "b", "c"}) EXPECT_EQ(thread_of(db, id), "a") << id;
+    EXPECT_EQ(thread_of(db, "d"), "d");
+    EXPECT_EQ(thread_of(db, "e"), "d");  // siblings under a missing parent, merged to the smallest id
+    EXPECT_EQ(ids_with(db, "XHa"), (std::vector<std::string>{"a", "b", "c"}));
+    EXPECT_EQ(ids_with(db, "XHe"), std::vector<std::string>{});
+}
+
+TEST_F(IndexTest, IndexingTwiceLeavesOneDocument) {
+    add("m1", message("a@x", {}, "text"));
+    add("m1", message("a@x", {}, "text"));
+    EXPECT_EQ(reader().get_doccount(), 1u);
+}
+
+TEST_F(IndexTest, LaterExactDuplicatesAreFlaggedAndNameTheOriginal) {
+    add("m1", message("a@x", {}, "same body"));
+    add("m2", message("a@x", {}, "same   body"));  // whitespace does not matter
+    add("m3", message("b@x", {}, "other body"));
+    add("m1", message("a@x", {}, "same body"));    // re-indexing the original does not flag it
+    auto db = reader();
+    EXPECT_EQ(ids_with(db, "XIduplicate"), std::vector<std::string>{"m2"});
+    EXPECT_EQ(db.get_document(*db.postlist_begin("Qm2")).get_value(slot_duplicate_of), "m1");
+}
+
+TEST_F(IndexTest, NearDuplicatesAreFlaggedAndUnrelatedAreNot) {
+    const std::string base = long_text(1);
+    std::string edited = base;
+    edited.replace(edited.find(' ', 400), 1, " inserted ");  // one word more in 200
+    add("m1", message("a@x", {}, base, "one"));
+    add("m2", message("b@x", {}, edited, "two"));
+    add("m3", message("c@x", {}, long_text(2), "three"));
+    auto db = reader();
+    EXPECT_EQ(ids_with(db, "XInear-duplicate"), std::vector<std::string>{"m2"});
+    EXPECT_EQ(db.get_document(*db.postlist_begin("Qm2")).get_value(slot_near_duplicate_of), "m1");
+    EXPECT_TRUE(ids_with(db, "XIduplicate").empty());
+}
+
+TEST(SearchMinHash, SimilarityTracksOverlap) {
+    const auto a = minhash_signature(long_text(1));
+    const auto b = minhash_signature(long_text(1));
+    const auto c = minhash_signature(long_text(3));
+    ASSERT_EQ(a.size(), kMinHashCount);
+    EXPECT_EQ(minhash_similarity(a, b), 1.0);
+    EXPECT_LT(minhash_similarity(a, c), 0.2);
+    EXPECT_TRUE(minhash_signature("too short to compare").empty());
+    EXPECT_EQ(decode_minhash(encode_minhash(a)), a);
+    EXPECT_EQ(band_terms(a).size(), kMinHashBands);
+}
+
+TEST_F(IndexTest, MetadataUpdateReplacesLabelsAndKeepsContent) {
+    add("m1", message("a@x", {}, "merger"));
+    auto updated = record("m1");
+    updated["outcomes"] = {{{"address", "bob@partner.example"}, {"state", "delivered"}, {"method", "tls"}}};
+    updated["tags"] = {"Confidential"};
+    updated["direction"] = "inbound";
+    ASSERT_TRUE(writer->update_metadata("m1", updated));
+    auto db = reader();
+    EXPECT_EQ(ids_with(db, "XEtls"), std::vector<std::string>{"m1"});
+    EXPECT_EQ(ids_with(db, "XGconfidential"), std::vector<std::string>{"m1"});
+    EXPECT_EQ(ids_with(db, "XRinbound"), std::vector<std::string>{"m1"});
+    EXPECT_TRUE(ids_with(db, "XRoutbound").empty());
+    EXPECT_EQ(ids_with(db, "merger"), std::vector<std::string>{"m1"});
+    EXPECT_EQ(writer->update_metadata("nope", updated).error().code, "search.not_found");
+}
+
+TEST_F(IndexTest, RebuildSwapsInANewDatabase) {
+    add("old", message("o@x", {}, "old"));
+    ASSERT_TRUE(writer->commit());
+    auto rebuilt = writer->rebuild(
+        [](const IndexWriter::Visit& visit) {
+            visit("n1", record("n1"), "Message-ID: <n1@x>\r\nSubject: rebuilt\r\n\r\nnew body\r\n");
+            visit("n2", record("n2"), "Message-ID: <n2@x>\r\nIn-Reply-To: <n1@x>\r\n\r\nreply\r\n");
+            return Status::success();
+        },
+        {});
+    ASSERT_TRUE(rebuilt) << rebuilt.error().message;
+    EXPECT_EQ(*rebuilt, 2u);
+    auto db = reader();
+    EXPECT_EQ(db.get_doccount(), 2u);
+    EXPECT_TRUE(ids_with(db, "Qold").empty());
+    EXPECT_EQ(thread_of(db, "n2"), "n1");
+    // The writer goes on in the new database.
+    add("n3", message("n3@x", {}, "later"));
+    EXPECT_EQ(reader().get_doccount(), 3u);
+    int databases = 0;
+    for (const auto& entry : std::filesystem::directory_iterator(dir.path() / "index"))
+        databases += entry.path().filename().string().rfind("db-", 0) == 0;
+    EXPECT_EQ(databases, 1);
+}
+
+TEST_F(IndexTest, SecondWriterIsRefused) {
+    auto second = IndexWriter::open(config);
+    ASSERT_FALSE(second);
+    EXPECT_EQ(second.error().code, "search.in_use");
+}
