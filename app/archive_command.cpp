@@ -272,6 +272,14 @@ int run_archive(const ArchiveCommand& command) {
         bar.finish();
         if (!packed) return fail(packed.error());
         std::cout << "repacked " << *packed << " message(s)\n";
+        // The search index too (no server runs, so this process may write it).
+        if (config.search.enabled && std::filesystem::exists(config.search.directory)) {
+            auto index = search::IndexWriter::open(config.search);
+            if (!index) return fail(index.error());
+            auto bytes = (*index)->compact();
+            if (!bytes) return fail(bytes.error());
+            std::cout << "search index compacted: " << *bytes << " bytes\n";
+        }
         return 0;
     }
     if (action == "rotate-key") {

@@ -87,7 +87,7 @@ int run_query(const Config& config, const SearchCommand& command) {
         std::cerr << "postvault: a query is needed (`*` matches every message)\n";
         return 2;
     }
-    auto searcher = search::Searcher::open(config.search.directory);
+    auto searcher = search::Searcher::open(config.search.directory, config.search.language);
     if (!searcher) return search_failure(searcher.error());
     search::SearchRequest request;
     request.query = command.query;
@@ -174,7 +174,7 @@ int run_report(const Config& config, const SearchCommand& command) {
         }
     }
     if (queries.empty()) return fail("no query in " + command.terms_file);
-    auto searcher = search::Searcher::open(config.search.directory);
+    auto searcher = search::Searcher::open(config.search.directory, config.search.language);
     if (!searcher) return search_failure(searcher.error());
     auto report = (*searcher)->term_report(queries, command.exact);
     if (!report) return search_failure(report.error());

@@ -23,7 +23,7 @@ int run_search_count(const SearchCommand& command) {
         std::cerr << "postvault: a query is needed (`*` matches every message)\n";
         return 2;
     }
-    auto searcher = search::Searcher::open(config->search.directory);
+    auto searcher = search::Searcher::open(config->search.directory, config->search.language);
     if (!searcher) return search_failure(searcher.error());
     auto count = (*searcher)->count(command.query, command.exact);
     if (!count) return search_failure(count.error());

@@ -233,6 +233,19 @@ int run_serve(const std::string& config_path) {
                               {"bounced", stats.bounced}};
     };
     if (archive) handlers.commands = archive_control_commands(*archive);
+    if (indexer && handlers.commands.count("archive.compact")) {
+        // `archive compact` through the server compacts the search index as well.
+        auto repack = handlers.commands["archive.compact"];
+        handlers.commands["archive.compact"] = [repack, &indexer](const nlohmann::json& request) -> nlohmann::json {
+            nlohmann::json answer = repack(request);
+            if (!answer.value("ok", false)) return answer;
+            auto bytes = indexer->compact();
+            if (!bytes) return control::error_json(bytes.error());
+            answer["message"] = answer.value("message", std::string()) + "; search index compacted: " +
+                                std::to_string(*bytes) + " bytes";
+            return answer;
+        };
+    }
     if (indexer)
         handlers.commands["search.reindex"] = [&indexer](const nlohmann::json&) -> nlohmann::json {
             auto done = indexer->reindex({});

@@ -211,12 +211,13 @@ std::vector<std::uint32_t> minhash_signature(std::string_view text) {
     }
     constexpr std::size_t kShingle = 5;
     if (words.size() < kShingle || words.size() - kShingle + 1 < kMinShingles) return {};
-    std::vector<std::uint32_t> signature(kMinHashCount, 0xffffffffu);
+    std::vector<std::uint32_t> signature(kMinHashCount, 0xffffu);
     for (std::size_t w = 0; w + kShingle <= words.size(); ++w) {
         std::uint64_t shingle = 0;
         for (std::size_t k = 0; k < kShingle; ++k) shingle = mix64(shingle ^ words[w + k]);
         for (unsigned h = 0; h < kMinHashCount; ++h) {
-            const auto value = static_cast<std::uint32_t>(mix64(shingle + 0x632be59bd9b4e019ull * (h + 1)) >> 32);
+            // 16 bits per hash (b-bit MinHash): half the space, collisions at 1 in 65,536.
+            const auto value = static_cast<std::uint32_t>(mix64(shingle + 0x632be59bd9b4e019ull * (h + 1)) >> 48);
             if (value < signature[h]) signature[h] = value;
         }
     }
@@ -232,18 +233,19 @@ double minhash_similarity(const std::vector<std::uint32_t>& a, const std::vector
 
 std::string encode_minhash(const std::vector<std::uint32_t>& signature) {
     std::string out;
-    out.reserve(signature.size() * 4);
-    for (std::uint32_t value : signature)
-        for (int shift = 0; shift < 32; shift += 8) out += static_cast<char>((value >> shift) & 0xff);
+    out.reserve(signature.size() * 2);
+    for (std::uint32_t value : signature) {
+        out += static_cast<char>(value & 0xff);
+        out += static_cast<char>((value >> 8) & 0xff);
+    }
     return out;
 }
 
 std::vector<std::uint32_t> decode_minhash(const std::string& value) {
-    if (value.size() != kMinHashCount * 4) return {};
+    if (value.size() != kMinHashCount * 2) return {};
     std::vector<std::uint32_t> out(kMinHashCount);
     for (unsigned i = 0; i < kMinHashCount; ++i)
-        for (int b = 0; b < 4; ++b)
-            out[i] |= static_cast<std::uint32_t>(static_cast<unsigned char>(value[i * 4 + b])) << (8 * b);
+        out[i] = static_cast<unsigned char>(value[i * 2]) | (static_cast<std::uint32_t>(static_cast<unsigned char>(value[i * 2 + 1])) << 8);
     return out;
 }
 
@@ -361,8 +363,7 @@ void add_metadata_terms(Xapian::Document& document, const nlohmann::json& record
 
 }  // namespace
 
-BuiltDocument build_document(const std::string& id, const nlohmann::json& record, const Content& content,
-                             const Xapian::Stem& stemmer) {
+BuiltDocument build_document(const std::string& id, const nlohmann::json& record, const Content& content) {
     BuiltDocument built;
     built.id = id;
     built.message_id = content.message_id;
@@ -376,9 +377,7 @@ BuiltDocument build_document(const std::string& id, const nlohmann::json& record
             built.references.push_back(reference);
     for (const auto& reference : built.references) add_term(document, std::string(kReferencePrefix), reference);
 
-    Xapian::TermGenerator text;
-    text.set_stemmer(stemmer);
-    text.set_stemming_strategy(Xapian::TermGenerator::STEM_SOME);
+    Xapian::TermGenerator text;  // no stemmer: words only
     text.set_document(document);
     const std::string folded_body = fold_text(content.body);
     text.index_text(folded_body, 1, kBody);

@@ -28,9 +28,9 @@ struct BuiltDocument {
     std::vector<std::uint32_t> minhash;   // empty when the body is too short to compare
 };
 
-// `stemmer` may be a default Xapian::Stem (no stemming).
-BuiltDocument build_document(const std::string& id, const nlohmann::json& record, const Content& content,
-                             const Xapian::Stem& stemmer);
+// Words are indexed as written (folded), without stems: the query parser expands a word to
+// the words with the same stem that the index holds (query.h).
+BuiltDocument build_document(const std::string& id, const nlohmann::json& record, const Content& content);
 
 // Replaces the record-derived terms of `document` (direction, method, policy, tag, hold,
 // retention; envelope addresses are added, never removed) and its result-line data.

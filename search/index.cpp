@@ -302,13 +302,12 @@ Result<std::uint64_t> IndexWriter::rebuild(const std::function<Status(const Visi
     fresh.config = impl.config;
     fresh.live = new_name;
     if (auto opened = fresh.open_live(); !opened) return opened.error();
-    Xapian::Stem stemmer(impl.config.language);
     std::uint64_t done = 0;
     std::optional<Error> failure;
     Status walked = each([&](const std::string& id, const nlohmann::json& record, const std::string& bytes) {
         if (failure) return;
         try {
-            BuiltDocument built = build_document(id, record, extract_message(bytes), stemmer);
+            BuiltDocument built = build_document(id, record, extract_message(bytes));
             fresh.add(built);
             if (++done % impl.config.batch_size == 0) fresh.db->commit();
             if (progress) progress(done);
@@ -337,6 +336,35 @@ Result<std::uint64_t> IndexWriter::rebuild(const std::function<Status(const Visi
     return done;
 }
 
+Result<std::uint64_t> IndexWriter::compact() {
+    Impl& impl = *impl_;
+    const std::string old_name = impl.live;
+    const std::string new_name = next_name(old_name);
+    const fs::path new_path = fs::path(impl.config.directory) / new_name;
+    std::error_code ignored;
+    fs::remove_all(new_path, ignored);
+    try {
+        impl.db->commit();
+        impl.db->compact(new_path.string(), Xapian::DBCOMPACT_NO_RENUMBER);
+    } catch (const Xapian::Error& e) {
+        fs::remove_all(new_path, ignored);
+        return xapian_error("compacting the index", e);
+    }
+    if (auto written = write_stub(impl.config.directory, new_name); !written) return written.error();
+    try {
+        impl.db->close();
+    } catch (const Xapian::Error&) {
+    }
+    impl.db.reset();
+    impl.live = new_name;
+    if (auto opened = impl.open_live(); !opened) return opened.error();
+    fs::remove_all(fs::path(impl.config.directory) / old_name, ignored);
+    std::uint64_t bytes = 0;
+    for (const auto& entry : fs::directory_iterator(new_path, ignored))
+        if (entry.is_regular_file(ignored)) bytes += entry.file_size(ignored);
+    return bytes;
+}
+
 // -----------------------------------------------------------------------------------------
 
 Indexer::Indexer(const SearchConfig& config, archive::Archive& archive, IndexWriter& writer)
@@ -358,10 +386,7 @@ Result<std::size_t> Indexer::run_once() {
     std::vector<Job> jobs;
     jobs.reserve(tasks.size());
     for (const auto& task : tasks) jobs.push_back({&task, std::nullopt, std::nullopt});
-    const Xapian::Stem stemmer(config_.language);
     auto build = [&](std::size_t first, std::size_t step) {
-        // Xapian's handles count references without atomics: one stemmer per thread.
-        const Xapian::Stem stemmer(config_.language);
         for (std::size_t i = first; i < jobs.size(); i += step) {
             Job& job = jobs[i];
             auto record = archive_.metadata(job.task->id);
@@ -376,7 +401,7 @@ Result<std::size_t> Indexer::run_once() {
             } else {
                 spdlog::warn("search: message {} indexed by its record only: {}", job.task->id, bytes.error().message);
             }
-            job.built = build_document(job.task->id, *job.record, content, stemmer);
+            job.built = build_document(job.task->id, *job.record, content);
         }
     };
     const std::size_t workers =
@@ -397,7 +422,7 @@ Result<std::size_t> Indexer::run_once() {
                 // Its content entry is still ahead in the queue, or was lost with an old index.
                 Content content;
                 if (auto bytes = archive_.content(job.task->id); bytes) content = extract_message(*bytes);
-                if (auto added = writer_.add(build_document(job.task->id, *job.record, content, stemmer)); !added)
+                if (auto added = writer_.add(build_document(job.task->id, *job.record, content)); !added)
                     return added.error();
             } else if (!updated) {
                 return updated.error();
@@ -468,6 +493,11 @@ void Indexer::loop() {
             if (stopping_) return;
         }
     }
+}
+
+Result<std::uint64_t> Indexer::compact() {
+    std::lock_guard work(work_mutex_);
+    return writer_.compact();
 }
 
 Result<std::uint64_t> Indexer::reindex(const std::function<void(std::uint64_t, std::uint64_t)>& progress) {

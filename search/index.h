@@ -61,6 +61,10 @@ public:
     Result<std::uint64_t> rebuild(const std::function<Status(const Visit&)>& each,
                                   const std::function<void(std::uint64_t)>& progress);
 
+    // Rewrites the index compactly (Xapian's compaction: full blocks, no free space) into
+    // db-N+1 and swaps it in like rebuild(). Returns the bytes of the new database.
+    Result<std::uint64_t> compact();
+
     IndexWriter(const IndexWriter&) = delete;
     IndexWriter& operator=(const IndexWriter&) = delete;
 
@@ -85,6 +89,8 @@ public:
     // From another thread while started: pauses indexing, rebuilds the whole index from the
     // archive (progress(done, total)), swaps it in, resumes.
     Result<std::uint64_t> reindex(const std::function<void(std::uint64_t, std::uint64_t)>& progress);
+    // Compacts the index between two batches (IndexWriter::compact).
+    Result<std::uint64_t> compact();
     std::uint64_t indexed() const { return indexed_; }
 
     Indexer(const Indexer&) = delete;

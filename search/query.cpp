@@ -722,7 +722,8 @@ bool starts_unary(TokenKind kind) {
 
 class Parser {
 public:
-    Parser(std::vector<Token> tokens, const QueryOptions& options) : tokens_(std::move(tokens)), options_(options) {
+    Parser(std::vector<Token> tokens, const QueryOptions& options)
+        : tokens_(std::move(tokens)), options_(options), stemmer_(options.language) {
         now_ = options.now != 0 ? options.now
                                 : std::chrono::duration_cast<std::chrono::seconds>(
                                       std::chrono::system_clock::now().time_since_epoch()).count();
@@ -981,13 +982,34 @@ private:
         const std::string prefix(field.prefix);
         Xapian::Query query;
         if (words.words.size() == 1 && !quoted && !options_.exact && !words.stem.empty())
-            query = Xapian::Query(std::string(kStemPrefix) + prefix + words.stem);
+            query = stem_query(prefix, words.words[0]);
         else
             query = phrase_query(prefix, words.words);
         const std::string whole = trim(folded);
         if (field.name == "filename" && !has_space(whole) && !(words.words.size() == 1 && words.words[0] == whole))
             query = Xapian::Query(Xapian::Query::OP_OR, query, Xapian::Query(make_term(prefix, whole)));
         return query;
+    }
+
+    // Every word of the field with the same stem as `word`. Stemming only rewrites the end of
+    // a word (English Snowball: suffixes of up to 7 letters become at most 4), so the words
+    // that share a stem share all but its last 4 characters: those are the candidates.
+    Xapian::Query stem_query(const std::string& prefix, const std::string& word) const {
+        if (!options_.database) return Xapian::Query(prefix + word);
+        const std::string stem = stemmer_(word);
+        std::size_t keep = stem.size() > 4 ? stem.size() - 4 : 1;
+        while (keep > 1 && (static_cast<unsigned char>(stem[keep]) & 0xC0) == 0x80) --keep;  // UTF-8 boundary
+        const std::string start = prefix + stem.substr(0, keep);
+        std::vector<std::string> terms;
+        const Xapian::Database& db = *options_.database;
+        for (auto term = db.allterms_begin(start); term != db.allterms_end(start); ++term) {
+            const std::string candidate = (*term).substr(prefix.size());
+            if (candidate == word || (!candidate.empty() && !(candidate[0] >= '0' && candidate[0] <= '9') &&
+                                      stemmer_(candidate) == stem))
+                terms.push_back(*term);
+        }
+        if (terms.empty()) return Xapian::Query(prefix + word);
+        return Xapian::Query(Xapian::Query::OP_SYNONYM, terms.begin(), terms.end());
     }
 
     // A value of an address field. Unquoted or without spaces it is one "word": an address,
@@ -1138,6 +1160,7 @@ private:
     std::vector<Token> tokens_;
     std::size_t next_ = 0;
     const QueryOptions& options_;
+    mutable Xapian::Stem stemmer_;
     std::int64_t now_ = 0;
 };
 
@@ -1148,6 +1171,8 @@ Result<Xapian::Query> parse_query(std::string_view text, const QueryOptions& opt
         auto tokens = Lexer(text).run();
         if (!tokens) return tokens.error();
         return Parser(std::move(*tokens), options).parse();
+    } catch (const Xapian::DatabaseModifiedError& error) {
+        return Error::temporary("search.modified", "the index changed while the query was read; reopen it");
     } catch (const Xapian::Error& error) {
         return Error::permanent("search.query", "could not build the query: " + error.get_description());
     } catch (const std::exception& error) {

@@ -4,7 +4,8 @@
 // every field through the one table in search/schema.h, folds words with fold_text(), and
 // tokenizes each word the way the indexer's Xapian::TermGenerator does (a word the generator
 // splits, like "e-mail", becomes a phrase), so a query meets exactly the terms the indexer
-// wrote. Dates and sizes become value ranges on slot_date / slot_size.
+// wrote. Dates and sizes become value ranges on slot_date / slot_size. Stemming happens here,
+// against the database's own words (QueryOptions::database).
 //
 // Errors: a query that cannot be parsed gives Error{code "search.query", message
 // "bad query at column N: ..."} with N 1-based in characters (code points). Wildcards that
@@ -25,6 +26,11 @@ namespace postvault::search {
 
 struct QueryOptions {
     bool exact = false;                   // no stemming anywhere (the CLI's --exact)
+    // The index stores words only (no stems, to stay small and fast to write): a stemmed word
+    // becomes the OR (OP_SYNONYM) of every word of that field in `database` with the same
+    // stem. Without a database a word matches only itself.
+    const Xapian::Database* database = nullptr;
+    std::string language = "english";     // the stemmer (search.language)
     std::int64_t now = 0;                 // "now" for relative dates, seconds since the epoch; 0 = the clock
     unsigned max_wildcard_terms = 10000;  // expansion limit of word*
 };

@@ -86,14 +86,14 @@ enum Slot : unsigned {
     slot_recipient_domains = 5, // facet: distinct domains joined by '\n'
     slot_methods = 6,       // facet: distinct methods joined by '\n'
     slot_thread = 7,        // thread id
-    slot_minhash = 8,       // near-duplicate signature: kMinHashCount little-endian uint32
+    slot_minhash = 8,       // near-duplicate signature: kMinHashCount little-endian uint16
     slot_duplicate = 9,     // exact-duplicate group key
     slot_duplicate_of = 10, // a later copy: the archive id of the first (is:duplicate)
     slot_near_duplicate_of = 11,  // the earlier message whose body it nearly repeats (is:near-duplicate)
 };
 
-inline constexpr unsigned kMinHashCount = 64;   // MinHash functions over 5-word shingles
-inline constexpr unsigned kMinHashBands = 16;   // LSH bands of 4 rows; band terms "XV" + band + hash
+inline constexpr unsigned kMinHashCount = 32;   // MinHash functions over 5-word shingles, 16 bits each
+inline constexpr unsigned kMinHashBands = 8;    // LSH bands of 4 rows; band terms "XV" + band + hash
 inline constexpr std::string_view kBandPrefix = "XV";
 inline constexpr std::string_view kReferencePrefix = "XZ";  // Message-IDs this message refers to
 

@@ -112,6 +112,7 @@ std::optional<std::string> from_hex(std::string_view hex) {
 struct Searcher::Impl {
     std::string directory;
     Xapian::Database db;
+    std::string language = "english";
     Xapian::Stem stemmer{"english"};
 
     // Runs `work`, reopening once or twice when the writer's commits overtook this reader.
@@ -136,14 +137,20 @@ struct Searcher::Impl {
         QueryOptions options;
         options.exact = exact;
         options.now = now;
-        return parse_query(text, options);
+        options.database = &db;
+        options.language = language;
+        for (int attempt = 0;; ++attempt) {  // stems are looked up in the index, which may move on
+            auto parsed = parse_query(text, options);
+            if (parsed || parsed.error().code != "search.modified" || attempt >= 3) return parsed;
+            db.reopen();
+        }
     }
 };
 
 Searcher::Searcher() : impl_(std::make_unique<Impl>()) {}
 Searcher::~Searcher() = default;
 
-Result<std::unique_ptr<Searcher>> Searcher::open(const std::string& directory) {
+Result<std::unique_ptr<Searcher>> Searcher::open(const std::string& directory, const std::string& language) {
     const std::filesystem::path stub = std::filesystem::path(directory) / "current";
     std::error_code ignored;
     if (!std::filesystem::exists(stub, ignored))
@@ -151,6 +158,12 @@ Result<std::unique_ptr<Searcher>> Searcher::open(const std::string& directory) {
                                                         " (it is created when mail is archived, or by `postvault search reindex`)");
     std::unique_ptr<Searcher> searcher(new Searcher());
     searcher->impl_->directory = directory;
+    searcher->impl_->language = language;
+    try {
+        searcher->impl_->stemmer = Xapian::Stem(language);
+    } catch (const Xapian::Error&) {
+        return Error::permanent("search.config", "search.language: no stemmer for '" + language + "'");
+    }
     try {
         searcher->impl_->db = Xapian::Database(stub.string());
     } catch (const Xapian::Error& e) {

@@ -77,7 +77,7 @@ using TextOf = std::function<Result<std::string>(const std::string& id)>;
 
 class Searcher {
 public:
-    static Result<std::unique_ptr<Searcher>> open(const std::string& directory);
+    static Result<std::unique_ptr<Searcher>> open(const std::string& directory, const std::string& language = "english");
     ~Searcher();
 
     Result<std::uint64_t> count(const std::string& query, bool exact = false, std::int64_t now = 0);

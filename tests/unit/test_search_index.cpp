@@ -51,7 +51,7 @@ protected:
     }
     void add(const std::string& id, const Content& content, nlohmann::json rec = {}) {
         if (rec.is_null()) rec = record(id);
-        ASSERT_TRUE(writer->add(build_document(id, rec, content, Xapian::Stem("english"))));
+        ASSERT_TRUE(writer->add(build_document(id, rec, content)));
     }
     Xapian::Database reader() {
         EXPECT_TRUE(writer->commit());
@@ -83,7 +83,7 @@ TEST_F(IndexTest, DocumentHasFieldTermsValuesAndBlindCopies) {
     std::vector<std::string> terms(doc.termlist_begin(), doc.termlist_end());
     auto has = [&](const std::string& t) { return std::find(terms.begin(), terms.end(), t) != terms.end(); };
     EXPECT_TRUE(has("merger"));
-    EXPECT_TRUE(has("Zmerger"));
+    EXPECT_FALSE(has("Zmerger"));  // no stems: the query parser expands words (query.h)
     EXPECT_TRUE(has("Shello"));
     EXPECT_TRUE(has("XFalice@corp.example"));
     EXPECT_TRUE(has("XFcorp.example"));
