@@ -106,7 +106,8 @@ int run_query(const Config& config, const SearchCommand& command) {
         for (const auto& hit : result->hits) {
             nlohmann::json item = {{"id", hit.id},           {"date", iso_date(hit.date)}, {"from", hit.from},
                                    {"to", hit.to},           {"subject", hit.subject},     {"snippet", hit.snippet},
-                                   {"thread", hit.thread},   {"size", hit.size}};
+                                   {"thread", hit.thread},   {"size", hit.size},
+                                   {"duplicate", hit.duplicate}};
             if (!hit.duplicate_of.empty()) item["duplicate_of"] = hit.duplicate_of;
             if (!hit.near_duplicate_of.empty()) item["near_duplicate_of"] = hit.near_duplicate_of;
             out["results"].push_back(std::move(item));

@@ -277,6 +277,7 @@ int run_serve(const std::string& config_path) {
 
     // Background repack of new messages into strongly compressed packs.
     asio::steady_timer repack_timer(io);
+    std::uint64_t compacted_documents = 0;
     std::function<void()> schedule_repack;
     schedule_repack = [&] {
         const auto interval = config->archive.repack_interval;
@@ -290,6 +291,14 @@ int run_serve(const std::string& config_path) {
                     spdlog::error("archive: repack failed: {}", packed.error().message);
                 else if (packed && *packed > 0)
                     spdlog::info("archive: repacked {} message(s)", *packed);
+                // The index too, once it has grown by a tenth since it was last compacted:
+                // Xapian's own commits leave its blocks part empty.
+                if (indexer && index_writer->document_count() >= compacted_documents + compacted_documents / 10 + 1) {
+                    auto bytes = indexer->compact();
+                    if (!bytes) spdlog::error("search: compacting the index failed: {}", bytes.error().message);
+                    else spdlog::info("search: index compacted to {} bytes", *bytes);
+                    compacted_documents = index_writer->document_count();
+                }
                 asio::post(io, schedule_repack);
             });
         });

@@ -286,6 +286,7 @@ Result<SearchResult> Searcher::search(const SearchRequest& request, const TextOf
                 continue;
             }
             hit.thread = document.get_value(slot_thread);
+            hit.duplicate = document.get_value(slot_duplicate);
             hit.duplicate_of = document.get_value(slot_duplicate_of);
             hit.near_duplicate_of = document.get_value(slot_near_duplicate_of);
             hit.weight = it.get_weight();

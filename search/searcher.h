@@ -41,6 +41,7 @@ struct Hit {
     std::string id;
     std::int64_t date = 0;
     std::string from, to, subject, thread, snippet;
+    std::string duplicate;  // exact-duplicate key
     std::string duplicate_of, near_duplicate_of;  // the earlier message it repeats, if any
     std::uint64_t size = 0;
     double weight = 0;
