@@ -5,11 +5,6 @@
 
 namespace postvault {
 
-bool is_log_level(const std::string& level) {
-    return level == "trace" || level == "debug" || level == "info" || level == "warn" ||
-           level == "error";
-}
-
 std::string printable(std::string_view text) {
     std::string result;
     result.reserve(text.size());

@@ -15,7 +15,9 @@ namespace postvault {
 
 // Sets the global level ("trace", "debug", "info", "warn", "error") and format.
 Status setup_logging(const std::string& level);
-bool is_log_level(const std::string& level);
+inline bool is_log_level(const std::string& level) {  // inline: the config loader needs no spdlog
+    return level == "trace" || level == "debug" || level == "info" || level == "warn" || level == "error";
+}
 
 // `text` safe for one log line: control characters and bytes that would let a
 // client forge a line ("\n... status=sent") become \xNN escapes.

@@ -2,9 +2,13 @@
 
 #include <charconv>
 
-#include "common/asio.h"
+// Only the address parser: not common/asio.h, whose SSL parts would tie every program that
+// parses a configuration to libcrypto.
+#include <boost/asio/ip/address.hpp>
 
 namespace postvault {
+
+namespace asio = boost::asio;
 
 Result<HostPort> parse_host_port(const std::string& text, std::uint16_t default_port) {
     HostPort result;
