@@ -86,6 +86,17 @@ class EscrowArchiveTest(EscrowTestCase):
         stats = self.pv.archive("stats").stdout.decode()
         self.assertIn("attachments stored once: 1", stats)
 
+        # The search index was written at ingest (the index queue carried the text the server
+        # cannot read back): words are found without the key; snippets need it.
+        def search(*args, check=True):
+            return self.pv.cli("search", "--config", str(self.pv.config_path), *args, check=check)
+        self.assertEqual(search("--count", "escrow body").stdout.split()[-1], "4")
+        self.assertEqual(search("--count", "body:\"escrow body 2\"").stdout.split()[-1], "1")
+        hits = json.loads(search("--json", "body:\"escrow body 2\"").stdout)["results"]
+        self.assertEqual(hits[0]["snippet"], "")
+        keyed = json.loads(search("--json", "--escrow-key", str(self.secret_key), "body:\"escrow body 2\"").stdout)
+        self.assertIn("[escrow body 2]", keyed["results"][0]["snippet"])
+
         # Without the secret key: nothing to read, and the message says what is missing.
         some_id = by_sha[sha256(originals["0.eml"])]
         refused = self.get(some_id, check=False)
