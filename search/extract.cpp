@@ -7,7 +7,8 @@
 // the same parse (no re-serialising).
 //
 // The pieces, top to bottom: library setup (once per process; libxml2's error printing silenced
-// per thread), UTF-8 and charsets, HTML to text (libxml2's HTML parser through SAX: no tree),
+// per thread), UTF-8 and charsets, RFC 2047 encoded words (headers decoded from their raw
+// value, word by word: GMime loses text after a padded word), HTML to text (libxml2's HTML parser through SAX: no tree),
 // zip documents (libzip from memory, every XML entry streamed through a libxml2 SAX2 push parser
 // without entity expansion, chunk by chunk, so a zip bomb costs at most the uncompressed budget),
 // PDF (poppler-cpp), the type of an attachment, and the MIME walk.
@@ -389,6 +390,262 @@ std::string decode_text(std::string_view bytes, std::string_view charset) {
     out.reserve(bytes.size());
     append_decoded(out, bytes, charset);
     return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// RFC 2047 encoded words
+//
+// GMime joins the encoded text of adjacent words in one charset before decoding it, so base64
+// padding at the end of one word ends the decoding there: "=?UTF-8?B?...ZXh0NA==?=
+// =?UTF-8?B?OiBmYXN0...?=" loses its second half. Headers are therefore decoded here, from
+// their raw value: each word on its own to bytes (B or Q), the bytes of a run of words in one
+// charset joined (a character split across two words comes out whole), then converted as body
+// text is (append_decoded). White space between two encoded words is dropped (RFC 2047 §6.2),
+// white space next to other text is kept. Words are recognised where they touch other text
+// too ("Re:=?UTF-8?Q?...?="), as GMime and Python's email package do.
+
+struct EncodedWord {
+    std::string_view charset;  // as written, without an RFC 2231 language suffix ("utf-8*en")
+    char encoding;             // 'b' or 'q'
+    std::string_view payload;
+    std::size_t end;           // just past the closing "?="
+};
+
+// The encoded word "=?charset?B|Q?payload?=" that starts at text[at], if there is one there.
+std::optional<EncodedWord> parse_encoded_word(std::string_view text, std::size_t at) {
+    if (at + 2 > text.size() || text[at] != '=' || text[at + 1] != '?') return std::nullopt;
+    const std::size_t charset_start = at + 2;
+    std::size_t p = charset_start;
+    while (p < text.size() && text[p] != '?' && !is_space(text[p])) ++p;
+    if (p == charset_start || p - charset_start > 64 || p + 2 >= text.size() || text[p] != '?' || text[p + 2] != '?') {
+        return std::nullopt;
+    }
+    const char encoding = lower_ascii(text[p + 1]);
+    if (encoding != 'b' && encoding != 'q') return std::nullopt;
+    const std::size_t payload_start = p + 3;
+    const std::size_t close = text.find("?=", payload_start);
+    if (close == std::string_view::npos) return std::nullopt;
+    const std::string_view payload = text.substr(payload_start, close - payload_start);
+    if (std::any_of(payload.begin(), payload.end(), is_space)) return std::nullopt;
+    std::string_view charset = text.substr(charset_start, p - charset_start);
+    charset = charset.substr(0, charset.find('*'));
+    return EncodedWord{charset, encoding, payload, close + 2};
+}
+
+// Value of each base64 character, -1 for the rest.
+constexpr std::array<signed char, 256> kBase64Values = [] {
+    std::array<signed char, 256> table{};
+    table.fill(-1);
+    for (int c = 'A'; c <= 'Z'; ++c) table[c] = static_cast<signed char>(c - 'A');
+    for (int c = 'a'; c <= 'z'; ++c) table[c] = static_cast<signed char>(c - 'a' + 26);
+    for (int c = '0'; c <= '9'; ++c) table[c] = static_cast<signed char>(c - '0' + 52);
+    table['+'] = 62;
+    table['/'] = 63;
+    return table;
+}();
+
+int hex_value(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+// The bytes of one word's payload appended to `out`: base64 up to its padding (characters
+// outside the alphabet skipped), or Q ("_" a space, "=XX" a byte).
+void append_word_bytes(std::string& out, const EncodedWord& word) {
+    if (word.encoding == 'b') {
+        std::uint32_t bits = 0;
+        int count = 0;
+        for (const char c : word.payload) {
+            if (c == '=') break;
+            const int value = kBase64Values[static_cast<unsigned char>(c)];
+            if (value < 0) continue;
+            bits = (bits << 6) | static_cast<std::uint32_t>(value);
+            count += 6;
+            if (count >= 8) {
+                count -= 8;
+                out += static_cast<char>((bits >> count) & 0xFF);
+            }
+        }
+        return;
+    }
+    const std::string_view q = word.payload;
+    for (std::size_t i = 0; i < q.size(); ++i) {
+        if (q[i] == '_') {
+            out += ' ';
+        } else if (q[i] == '=' && i + 2 < q.size() && hex_value(q[i + 1]) >= 0 && hex_value(q[i + 2]) >= 0) {
+            out += static_cast<char>(hex_value(q[i + 1]) * 16 + hex_value(q[i + 2]));
+            i += 2;
+        } else {
+            out += q[i];
+        }
+    }
+}
+
+// Decodes the run of encoded words that starts at text[at] (words separated by white space
+// only) and appends its text to `out` as UTF-8. Returns where the run ends (just past its last
+// word), or npos, appending nothing, if no encoded word starts at `at`.
+std::size_t append_encoded_run(std::string& out, std::string_view text, std::size_t at) {
+    std::optional<EncodedWord> word = parse_encoded_word(text, at);
+    if (!word) return std::string_view::npos;
+    std::string bytes;
+    std::string charset = normalize_charset(word->charset);
+    std::size_t end;
+    while (true) {
+        append_word_bytes(bytes, *word);
+        end = word->end;
+        std::size_t next = end;
+        while (next < text.size() && is_space(text[next])) ++next;
+        std::optional<EncodedWord> following = parse_encoded_word(text, next);
+        if (!following) break;
+        std::string following_charset = normalize_charset(following->charset);
+        if (following_charset != charset) {
+            append_decoded(out, bytes, charset);
+            bytes.clear();
+            charset = std::move(following_charset);
+        }
+        word = following;
+    }
+    append_decoded(out, bytes, charset);
+    return end;
+}
+
+// An unstructured header value (Subject:) as UTF-8: unfolded, trimmed, encoded words decoded;
+// other bytes UTF-8 if they are, else windows-1252.
+std::string decode_header_text(std::string_view raw) {
+    raw = trim(raw);  // GMime's raw values end in a line end
+    std::string unfolded;
+    if (std::memchr(raw.data(), '\n', raw.size()) != nullptr || std::memchr(raw.data(), '\r', raw.size()) != nullptr) {
+        unfolded.reserve(raw.size());
+        std::size_t start = 0;
+        while (start < raw.size()) {
+            std::size_t end = start;
+            while (end < raw.size() && raw[end] != '\r' && raw[end] != '\n') ++end;
+            unfolded.append(raw.substr(start, end - start));
+            start = end + 1;
+        }
+        raw = unfolded;
+    }
+    const std::string_view text = raw;
+    std::string out;
+    std::size_t done = 0;  // text before this is in `out`
+    std::size_t at = text.find("=?");
+    while (at != std::string_view::npos) {
+        std::string decoded;
+        const std::size_t end = append_encoded_run(decoded, text, at);
+        if (end == std::string_view::npos) {
+            at = text.find("=?", at + 1);
+            continue;
+        }
+        append_utf8_or_windows1252(out, text.substr(done, at - done));
+        out += decoded;
+        done = end;
+        at = text.find("=?", end);
+    }
+    if (done == 0) return make_valid_utf8(text);
+    append_utf8_or_windows1252(out, text.substr(done));
+    return out;
+}
+
+// An address header's raw value with each run of encoded words in a display name replaced by
+// its decoded text, quoted outside a quoted string and escaped inside one, so that what it
+// decodes to (a comma, a quote, "<") cannot change how the list parses: =?UTF-8?Q?Doe=2C_John?=
+// <j@x> becomes "Doe, John" <j@x>; a decoded text that is itself one quoted string
+// (=?UTF-8?Q?"Doe,_John"?=) keeps its own quotes only once. Words inside comments, angle
+// brackets or touching an "@" (an addr-spec, where RFC 2047 does not apply) stay as written.
+std::string decode_address_header(std::string_view raw) {
+    std::string out;
+    out.reserve(raw.size() + 16);
+    bool quoted = false;
+    bool angle = false;
+    int comment = 0;
+    std::size_t i = 0;
+    while (i < raw.size()) {
+        const char c = raw[i];
+        if (c == '\\' && (quoted || comment > 0) && i + 1 < raw.size()) {
+            out.append(raw.substr(i, 2));
+            i += 2;
+            continue;
+        }
+        if (comment == 0 && !angle && c == '=' && i + 1 < raw.size() && raw[i + 1] == '?' && (i == 0 || raw[i - 1] != '@')) {
+            std::string decoded;
+            const std::size_t end = append_encoded_run(decoded, raw, i);
+            if (end != std::string_view::npos && (end == raw.size() || raw[end] != '@')) {
+                std::string_view text = decoded;
+                if (!quoted) {
+                    const std::string_view inner = trim(text);
+                    if (inner.size() >= 2 && inner.front() == '"' && inner.back() == '"') text = inner.substr(1, inner.size() - 2);
+                    out += '"';
+                }
+                for (const char d : text) {
+                    if (d == '\n' || d == '\r' || d == '\t') {
+                        out += ' ';
+                    } else if (d != '\0') {
+                        if (d == '"' || d == '\\') out += '\\';
+                        out += d;
+                    }
+                }
+                if (!quoted) out += '"';
+                i = end;
+                continue;
+            }
+        }
+        if (comment == 0 && c == '"') {
+            quoted = !quoted;
+        } else if (!quoted && c == '(') {
+            ++comment;
+        } else if (!quoted && c == ')' && comment > 0) {
+            --comment;
+        } else if (!quoted && comment == 0 && c == '<') {
+            angle = true;
+        } else if (!quoted && comment == 0 && c == '>') {
+            angle = false;
+        }
+        out += c;
+        ++i;
+    }
+    return out;
+}
+
+// The value of parameter `name` (not its RFC 2231 forms) in a raw Content-Type or
+// Content-Disposition value, unquoted; nullopt if it is not there.
+std::optional<std::string> raw_parameter(std::string_view raw, std::string_view name) {
+    std::size_t i = 0;
+    bool quoted = false;
+    auto next_parameter = [&] {  // just past the next ';' outside quotes
+        for (; i < raw.size(); ++i) {
+            if (raw[i] == '\\' && quoted) {
+                ++i;
+            } else if (raw[i] == '"') {
+                quoted = !quoted;
+            } else if (raw[i] == ';' && !quoted) {
+                ++i;
+                return true;
+            }
+        }
+        return false;
+    };
+    while (next_parameter()) {
+        const std::size_t equals = raw.find('=', i);
+        if (equals == std::string_view::npos) return std::nullopt;
+        const std::string_view key = trim(raw.substr(i, equals - i));
+        if (key.size() != name.size() || lower(key) != name) continue;
+        std::size_t p = equals + 1;
+        while (p < raw.size() && is_space(raw[p])) ++p;
+        std::string value;
+        if (p < raw.size() && raw[p] == '"') {
+            for (++p; p < raw.size() && raw[p] != '"'; ++p) {
+                if (raw[p] == '\\' && p + 1 < raw.size()) ++p;
+                value += raw[p];
+            }
+        } else {
+            const std::size_t end = raw.find(';', p);
+            value = trim(raw.substr(p, end == std::string_view::npos ? std::string_view::npos : end - p));
+        }
+        return value;
+    }
+    return std::nullopt;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1359,19 +1616,121 @@ std::vector<std::string> parse_message_ids(const char* header) {
     return ids;
 }
 
+struct AddressHeader {
+    const char* name;
+    GMimeAddressType type;
+    std::vector<Mailbox> Content::*mailboxes;
+};
+
+constexpr AddressHeader kAddressHeaders[] = {
+    {"From", GMIME_ADDRESS_TYPE_FROM, &Content::from},
+    {"To", GMIME_ADDRESS_TYPE_TO, &Content::to},
+    {"Cc", GMIME_ADDRESS_TYPE_CC, &Content::cc},
+    {"Bcc", GMIME_ADDRESS_TYPE_BCC, &Content::bcc},
+    {"Reply-To", GMIME_ADDRESS_TYPE_REPLY_TO, &Content::reply_to},
+};
+
+// One pass over the header list. Subject: (the first one) is decoded from its raw value
+// (decode_header_text); an address header is parsed again from its raw value only when it
+// holds an encoded word (decode_address_header): otherwise GMime's list, parsed along with the
+// message, is right as it is. Every address header of a kind counts, in order, as GMime does.
+// In-Reply-To: and References: (the first of each) are parsed from their raw values too, which
+// spares GMime unfolding them.
 void read_headers(GMimeMessage* message, Content& out) {
-    out.subject = utf8_string(g_mime_message_get_subject(message));
-    add_mailboxes(g_mime_message_get_from(message), out.from);
-    add_mailboxes(g_mime_message_get_addresses(message, GMIME_ADDRESS_TYPE_TO), out.to);
-    add_mailboxes(g_mime_message_get_addresses(message, GMIME_ADDRESS_TYPE_CC), out.cc);
-    add_mailboxes(g_mime_message_get_addresses(message, GMIME_ADDRESS_TYPE_BCC), out.bcc);
-    add_mailboxes(g_mime_message_get_reply_to(message), out.reply_to);
-    out.message_id = utf8_string(g_mime_message_get_message_id(message));
     GMimeObject* object = GMIME_OBJECT(message);
-    std::vector<std::string> in_reply_to = parse_message_ids(g_mime_object_get_header(object, "In-Reply-To"));
-    if (!in_reply_to.empty()) out.in_reply_to = std::move(in_reply_to.front());
-    out.references = parse_message_ids(g_mime_object_get_header(object, "References"));
+    GMimeHeaderList* headers = g_mime_object_get_header_list(object);
+    const int count = headers != nullptr ? g_mime_header_list_get_count(headers) : 0;
+    bool subject_seen = false;
+    const char* in_reply_to = nullptr;
+    const char* references = nullptr;
+    std::array<bool, std::size(kAddressHeaders)> encoded{};
+    for (int index = 0; index < count; ++index) {
+        GMimeHeader* header = g_mime_header_list_get_header_at(headers, index);
+        const char* name = g_mime_header_get_name(header);
+        const char* raw = g_mime_header_get_raw_value(header);
+        if (name == nullptr || raw == nullptr) continue;
+        const char first = lower_ascii(name[0]);
+        if (first == 's' && !subject_seen && g_ascii_strcasecmp(name, "Subject") == 0) {
+            out.subject = decode_header_text(raw);
+            subject_seen = true;
+            continue;
+        }
+        if (first == 'i' && in_reply_to == nullptr && g_ascii_strcasecmp(name, "In-Reply-To") == 0) {
+            in_reply_to = raw;
+            continue;
+        }
+        if (first == 'r' && references == nullptr && g_ascii_strcasecmp(name, "References") == 0) {
+            references = raw;
+            continue;
+        }
+        for (std::size_t kind = 0; kind < encoded.size(); ++kind) {
+            if (first == lower_ascii(kAddressHeaders[kind].name[0]) &&
+                g_ascii_strcasecmp(name, kAddressHeaders[kind].name) == 0) {
+                if (std::strstr(raw, "=?") != nullptr) encoded[kind] = true;
+                break;
+            }
+        }
+    }
+    for (std::size_t kind = 0; kind < encoded.size(); ++kind) {
+        const AddressHeader& address_header = kAddressHeaders[kind];
+        std::vector<Mailbox>& mailboxes = out.*address_header.mailboxes;
+        if (!encoded[kind]) {
+            add_mailboxes(g_mime_message_get_addresses(message, address_header.type), mailboxes);
+            continue;
+        }
+        for (int index = 0; index < count; ++index) {
+            GMimeHeader* header = g_mime_header_list_get_header_at(headers, index);
+            const char* name = g_mime_header_get_name(header);
+            const char* raw = g_mime_header_get_raw_value(header);
+            if (name == nullptr || raw == nullptr || g_ascii_strcasecmp(name, address_header.name) != 0) continue;
+            const std::string decoded = decode_address_header(raw);
+            GObjectPtr<InternetAddressList> list(internet_address_list_parse(nullptr, decoded.c_str()));
+            add_mailboxes(list.get(), mailboxes);
+        }
+    }
+    out.message_id = utf8_string(g_mime_message_get_message_id(message));
+    std::vector<std::string> parent = parse_message_ids(in_reply_to);
+    if (!parent.empty()) out.in_reply_to = std::move(parent.front());
+    out.references = parse_message_ids(references);
     if (GDateTime* date = g_mime_message_get_date(message)) out.date = g_date_time_to_unix(date);
+}
+
+// The raw (undecoded) value of the first header `name` of a part, if it has one.
+const char* raw_header(GMimeObject* object, const char* name) {
+    GMimeHeaderList* headers = g_mime_object_get_header_list(object);
+    GMimeHeader* header = headers != nullptr ? g_mime_header_list_get_header(headers, name) : nullptr;
+    return header != nullptr ? g_mime_header_get_raw_value(header) : nullptr;
+}
+
+// A part's file name: Content-Disposition's filename, else Content-Type's name, decoded by
+// GMime (RFC 2231); a value written in RFC 2047 encoded words (not the standard, but common)
+// is decoded here from the raw header instead (decode_header_text: GMime's decoding loses
+// text after a padded word).
+std::string part_filename(GMimeObject* object) {
+    const char* header_name = "Content-Disposition";
+    const char* parameter_name = "filename";
+    GMimeParam* parameter = nullptr;
+    if (GMimeContentDisposition* disposition = g_mime_object_get_content_disposition(object)) {
+        parameter = g_mime_param_list_get_parameter(g_mime_content_disposition_get_parameters(disposition), "filename");
+    }
+    if (parameter == nullptr || g_mime_param_get_value(parameter) == nullptr) {
+        header_name = "Content-Type";
+        parameter_name = "name";
+        GMimeContentType* content_type = g_mime_object_get_content_type(object);
+        parameter = content_type != nullptr
+                        ? g_mime_param_list_get_parameter(g_mime_content_type_get_parameters(content_type), "name")
+                        : nullptr;
+    }
+    const char* value = parameter != nullptr ? g_mime_param_get_value(parameter) : nullptr;
+    if (value == nullptr) return {};
+    const char* raw = raw_header(object, header_name);
+    if (raw != nullptr && std::strstr(raw, "=?") != nullptr) {
+        const std::optional<std::string> written = raw_parameter(raw, parameter_name);
+        if (written && written->find("=?") != std::string::npos) return decode_header_text(*written);
+    }
+    // Encoded words GMime left as they are (in RFC 2231 continuations: name*0="=?...?=").
+    if (std::strstr(value, "=?") != nullptr) return decode_header_text(value);
+    return make_valid_utf8(trim(value));
 }
 
 std::string lower_type(GMimeObject* object) {
@@ -1541,8 +1900,6 @@ private:
             type == "application/x-pkcs7-signature") {
             return;
         }
-        const char* raw_filename = g_mime_part_get_filename(part);
-        const std::string filename = raw_filename != nullptr ? make_valid_utf8(trim(raw_filename)) : std::string();
         if (type == "application/pkcs7-mime" || type == "application/x-pkcs7-mime") {
             const std::string smime_type = lower(trim(utf8_string(g_mime_object_get_content_type_parameter(object, "smime-type"))));
             if (smime_type == "signed-data") {
@@ -1552,12 +1909,14 @@ private:
             }
             return;
         }
+        // Body: a text/* leaf without a file name or Content-Disposition: attachment. Every other
+        // leaf is an attachment (a nameless inline image or PDF too).
+        const std::string filename = part_filename(object);
         GMimeContentDisposition* disposition = g_mime_object_get_content_disposition(object);
         const bool attachment_disposition =
             disposition != nullptr && g_mime_content_disposition_is_attachment(disposition);
-        const bool body_type = type == "text/plain" || type == "text/html";
-        if (!attachment_disposition && filename.empty()) {
-            if (body_type) body_part(part, type, scope);
+        if (type.starts_with("text/") && !attachment_disposition && filename.empty()) {
+            body_part(part, type, scope);
             return;
         }
         attachment(part, type, filename, scope);
@@ -1647,9 +2006,7 @@ private:
         {
             Attachment entry;
             entry.content_type = lower_type(object);
-            const char* name = g_mime_object_get_content_disposition_parameter(object, "filename");
-            if (name == nullptr) name = g_mime_object_get_content_type_parameter(object, "name");
-            entry.filename = name != nullptr ? make_valid_utf8(trim(name)) : std::string();
+            entry.filename = part_filename(object);
             entry.depth = scope.attachment_depth;
             content_.attachments.push_back(std::move(entry));
         }

@@ -2,20 +2,22 @@
 // search indexer and the policy engine share.
 //
 // extract_message() parses the exact bytes of a message with GMime and returns, all in UTF-8:
-// the decoded headers that matter for search and policy, the body text (every text part that is
-// not an attachment: text/plain as is, text/html converted to text; transfer encodings and
-// charsets decoded), and one Attachment per attachment with its decoded name, type, size and
+// the decoded headers that matter for search and policy, the body text (every text/* leaf that
+// is not an attachment: text/html converted to text, every other subtype - text/plain,
+// text/x-patch, text/csv, text/calendar... - as plain text; transfer encodings and charsets
+// decoded), and one Attachment per attachment with its decoded name, type, size and
 // the text extracted from it (plain text and HTML; PDF through poppler; DOCX/XLSX/PPTX and
 // ODT/ODS/ODP from their XML inside the zip; nested message/rfc822 recursively: its headers,
 // body and its own attachments' text).
 //
 // An attachment is a MIME leaf with Content-Disposition: attachment, or with a file name
-// (filename or name parameter), or a nested message; signatures (application/pgp-signature,
+// (filename or name parameter), or a nested message (message/rfc822), or any leaf that is not
+// text/* (a nameless inline image or PDF too); signatures (application/pgp-signature,
 // application/pkcs7-signature, application/x-pkcs7-signature) are neither body nor attachment.
-// Leaves that are none of these (a nameless inline image) are skipped. multipart/encrypted and
-// application/pkcs7-mime (enveloped) give no text and set encrypted_message; multipart/signed
-// sets signed_message and its content is read as usual. Inline PGP armor in a body part
-// ("-----BEGIN PGP MESSAGE-----" / "-----BEGIN PGP SIGNED MESSAGE-----") sets the flags too.
+// multipart/encrypted and application/pkcs7-mime (enveloped) give no text and set
+// encrypted_message; multipart/signed sets signed_message and its content is read as usual.
+// Inline PGP armor in a body part ("-----BEGIN PGP MESSAGE-----" / "-----BEGIN PGP SIGNED
+// MESSAGE-----") sets the flags too.
 //
 // Text: UTF-8, line ends LF; each body part trimmed, parts separated by a blank line. Charsets:
 // valid UTF-8 is taken as UTF-8 whatever the label says (ASCII and Latin-1 labels on UTF-8 text
@@ -23,6 +25,11 @@
 // and bytes that are not UTF-8 under a UTF-8 label, fall back to windows-1252 byte by byte;
 // other charsets go through iconv (GMime's cache), bad sequences becoming U+FFFD. An HTML part
 // with no MIME charset that is not UTF-8 uses its own <meta> charset.
+// Headers: the first Subject:, the display names of From/To/Cc/Bcc/Reply-To and file names in
+// RFC 2047 encoded words are decoded word by word from the raw header (GMime's own decoding
+// drops the text after a word that ends in base64 padding); the bytes of adjacent words in one
+// charset are joined (a character split across two words comes out whole), white space between
+// encoded words is dropped, next to other text it is kept; words in an addr-spec stay as written.
 // Mailboxes: group members are flattened into the list; an empty group ("undisclosed-recipients:;")
 // stays as one Mailbox with its name and an empty address.
 // Nested messages: Attachment::text is "Subject:", "From:", "To:", "Date:" lines (UTC), the body
@@ -79,7 +86,7 @@ struct Attachment {
 };
 
 struct Content {
-    std::string subject;                 // decoded
+    std::string subject;                 // the first Subject:, decoded
     std::vector<Mailbox> from, to, cc, bcc, reply_to;
     std::string message_id;              // without <>, "" if none
     std::string in_reply_to;             // first Message-ID in In-Reply-To:, without <>

@@ -377,43 +377,62 @@ Result<std::size_t> Indexer::run_once() {
     const std::vector<archive::IndexTask> tasks = archive_.index_queue(config_.batch_size);
     if (tasks.empty()) return std::size_t{0};
 
-    // Extraction and document building in parallel; linking and writing on this thread.
+    // Extraction and document building on worker threads, in queue order; linking and
+    // writing on this thread, each job as soon as it is built (the two overlap).
     struct Job {
         const archive::IndexTask* task;
         std::optional<nlohmann::json> record;
         std::optional<BuiltDocument> built;
+        bool ready = false;
     };
     std::vector<Job> jobs;
     jobs.reserve(tasks.size());
     for (const auto& task : tasks) jobs.push_back({&task, std::nullopt, std::nullopt});
-    auto build = [&](std::size_t first, std::size_t step) {
-        for (std::size_t i = first; i < jobs.size(); i += step) {
+    std::atomic<std::size_t> next{0};
+    std::mutex ready_mutex;
+    std::condition_variable ready_changed;
+    auto build = [&] {
+        for (std::size_t i; (i = next.fetch_add(1)) < jobs.size();) {
             Job& job = jobs[i];
-            auto record = archive_.metadata(job.task->id);
-            if (!record) continue;  // gone (disposed): nothing to index
-            job.record = std::move(*record);
-            if (job.task->kind != archive::IndexTask::Kind::content) continue;
-            Content content;
-            if (!job.task->bytes.empty()) {
-                content = extract_message(job.task->bytes);
-            } else if (auto bytes = archive_.content(job.task->id); bytes) {
-                content = extract_message(*bytes);
-            } else {
-                spdlog::warn("search: message {} indexed by its record only: {}", job.task->id, bytes.error().message);
+            if (auto record = archive_.metadata(job.task->id); record) {  // else gone (disposed)
+                job.record = std::move(*record);
+                if (job.task->kind == archive::IndexTask::Kind::content) {
+                    Content content;
+                    if (!job.task->bytes.empty()) {
+                        content = extract_message(job.task->bytes);
+                    } else if (auto bytes = archive_.content(job.task->id); bytes) {
+                        content = extract_message(*bytes);
+                    } else {
+                        spdlog::warn("search: message {} indexed by its record only: {}", job.task->id,
+                                     bytes.error().message);
+                    }
+                    job.built = build_document(job.task->id, *job.record, content);
+                }
             }
-            job.built = build_document(job.task->id, *job.record, content);
+            std::lock_guard lock(ready_mutex);
+            job.ready = true;
+            ready_changed.notify_one();
         }
     };
-    const std::size_t workers =
-        std::max<std::size_t>(1, std::min<std::size_t>(std::thread::hardware_concurrency(), jobs.size() / 16));
+    const std::size_t workers = std::max<std::size_t>(1, std::min<std::size_t>(std::thread::hardware_concurrency(),
+                                                                              (jobs.size() + 15) / 16));
     std::vector<std::future<void>> running;
-    for (std::size_t w = 1; w < workers; ++w) running.push_back(std::async(std::launch::async, build, w, workers));
-    build(0, workers);
-    for (auto& r : running) r.get();
+    for (std::size_t w = 0; w < workers; ++w) running.push_back(std::async(std::launch::async, build));
+    struct Join {  // the workers finish before `jobs` goes away, whatever returns early below
+        std::vector<std::future<void>>& running;
+        ~Join() {
+            for (auto& r : running) r.wait();
+        }
+    } join{running};
+    auto wait_for = [&](Job& job) {
+        std::unique_lock lock(ready_mutex);
+        ready_changed.wait(lock, [&job] { return job.ready; });
+    };
 
     std::vector<std::string> keys;
     keys.reserve(jobs.size());
     for (auto& job : jobs) {
+        wait_for(job);
         if (job.built) {
             if (auto added = writer_.add(std::move(*job.built)); !added) return added.error();
         } else if (job.record) {

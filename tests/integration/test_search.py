@@ -7,8 +7,11 @@
 - --json shape, --sort date/relevance, --limit, --cursor pagination (stable while new mail is
   archived), output without --json.
 - Bad queries: exit status 2 and "bad query at column N" with docs/search.md's columns.
-- i18n: RFC 2047 names and subjects (UTF-8 B and Q, ISO-8859-1), RFC 2231 file names, found with
-  and without diacritics and in any case.
+- i18n: RFC 2047 names and subjects (UTF-8 B and Q, ISO-8859-1, words split after base64
+  padding), RFC 2231 file names, found with and without diacritics and in any case.
+- Part rules: every text/* leaf that is not an attachment is body (an inline text/x-patch);
+  every leaf that is not text/* is an attachment (a nameless inline image or PDF); signatures
+  are neither.
 - While the server runs: mail sent by SMTP becomes searchable (envelope sender and BCC
   recipients included), reindex works beside the server.
 - kill -9 while the server indexes, restart: every archived message is indexed exactly once.
@@ -57,6 +60,7 @@ CORPUS_QUERIES = [
     "subject:regression",
     "SUBJECT:regression",
     'subject:"fast commit"',
+    'subject:"fast-commit commit path"',     # two subjects split after a padded B word
     "subject:(crash OR deadlock OR hang)",
     "attachment:mkfs",
     'attachment:"uhd_usrp_probe"',
@@ -130,7 +134,9 @@ CORPUS_QUERIES = [
     # has:, type:, is:, direction:
     "has:attachment",
     "has:attachment from:ettus.com",
+    "has:attachment NOT type:application",  # nameless inline images are attachments too
     "type:image/png",
+    "type:image/jpeg",
     "type:image",
     "type:application/gzip",
     "is:reply",
@@ -467,6 +473,10 @@ class SearchCraftedTest(PostvaultTestCase):
                          f"{word_b('Re: 答复: [External Mail]Re: part ext4')}\r\n        "
                          f"{word_b(': fast-commit path changes')}",
                          "split encoded words\n", utc(2026, 1, 9, 9), "i18n-5@example.com"),
+            # A display name split the same way (padded first word); a comma in an encoded name.
+            "6.eml": eml(f"{word_b('Åsa')} {word_b(' Öberg')} <asa@example.se>",
+                         [f"{word_q('Lindqvist, Per')} <per@example.se>"], "split name",
+                         "split name words\n", utc(2026, 1, 10, 9), "i18n-6@example.se"),
             # An RFC 2231 file name; a plain ASCII message as a control.
             "4.eml": (b"From: Plain Sender <plain@example.com>\r\nTo: x@example.com\r\nSubject: resume attached\r\n"
                       b"Date: Thu, 08 Jan 2026 09:00:00 +0000\r\nMessage-ID: <i18n-4@example.com>\r\n"
@@ -482,7 +492,8 @@ class SearchCraftedTest(PostvaultTestCase):
             # names: with and without diacritics, any case, local part
             "from:zoe": 1, "from:Zoë": 1, "from:ZOË": 1, "from:ZOE": 1, 'from:"Zoe Dupont"': 1,
             "from:dupont": 1, "from:jörg": 1, "from:JORG": 1, "from:muller": 1, "from:Müller": 1,
-            "from:ιωαννης": 1, "from:ΙΩΆΝΝΗΣ": 1,
+            "from:ιωαννης": 1, "from:ΙΩΆΝΝΗΣ": 1, "from:oberg": 1, 'from:"Åsa Öberg"': 1, "from:asa": 1,
+            "to:lindqvist": 1, 'to:"Lindqvist Per"': 1, "to:per@example.se": 1,
             # subjects
             "subject:reunion": 1, "subject:Réunion": 1, "subject:RÉUNION": 1, 'subject:"reunion budgetaire"': 1,
             "subject:uberprufung": 1, "subject:ÜBERPRÜFUNG": 1, "subject:vertrage": 1,
@@ -506,6 +517,59 @@ class SearchCraftedTest(PostvaultTestCase):
         self.assertEqual(result["subject"], "Réunion budgétaire")
         result = search_json(pv, "from:jorg")["results"][0]
         self.assertEqual(result["subject"], "Überprüfung der Verträge")
+
+    def test_part_rules_body_and_attachments(self):
+        # Body: every text/* leaf that is not an attachment. Attachment: Content-Disposition:
+        # attachment, a file name, a nested message, or any leaf that is not text/*.
+        pv = self.start_postvault(start=False)
+
+        def mixed(name, parts, outer="multipart/mixed"):
+            body = b"".join(b"--b\r\n" + headers.encode() + b"\r\n\r\n" + content.encode() + b"\r\n"
+                            for headers, content in parts)
+            return eml(f"{name}@example.com", ["r@example.com"], f"parts {name}", body + b"--b--\r\n",
+                       utc(2026, 2, 1, 9), f"{name}@example.com", content_type=f'{outer}; boundary="b"')
+
+        import base64
+        png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(8)).decode()
+        messages = {
+            # An inline text/x-patch without a name: body, not an attachment.
+            "patch.eml": mixed("patch", [("Content-Type: text/plain", "walrus cover letter"),
+                                         ("Content-Type: text/x-patch; charset=utf-8\r\nContent-Disposition: inline",
+                                          "narwhal hunk")]),
+            # A nameless inline image: an attachment.
+            "image.eml": mixed("image", [("Content-Type: text/html", "<p>walrus picture</p>"),
+                                         ("Content-Type: image/png\r\nContent-Disposition: inline\r\n"
+                                          "Content-Transfer-Encoding: base64", png)], outer="multipart/related"),
+            # A nameless application/octet-stream: an attachment.
+            "binary.eml": mixed("binary", [("Content-Type: text/plain", "walrus data"),
+                                           ("Content-Type: application/octet-stream\r\n"
+                                            "Content-Transfer-Encoding: base64", "AAECAw==")]),
+            # A signature: neither body nor attachment.
+            "signed.eml": mixed("signed", [("Content-Type: text/plain", "walrus signed"),
+                                           ("Content-Type: application/pgp-signature",
+                                            "-----BEGIN PGP SIGNATURE-----\r\nbeluga\r\n-----END PGP SIGNATURE-----")],
+                                outer='multipart/signed; protocol="application/pgp-signature"; micalg=pgp-sha256'),
+            # A text/x-patch with Content-Disposition: attachment: an attachment.
+            "attached.eml": mixed("attached", [("Content-Type: text/plain", "walrus attached"),
+                                               ("Content-Type: text/x-patch\r\nContent-Disposition: attachment",
+                                                "orca hunk")]),
+        }
+        folder = self.import_folder(pv, messages)
+        reference = Reference.from_paths([folder])
+        cases = {
+            "walrus": 5, "body:narwhal": 1, "narwhal": 1, "body:orca": 0, "body:beluga": 0, "beluga": 0,
+            "has:attachment": 3, "has:attachment walrus": 3, "type:image/png": 1, "type:image": 1,
+            "type:application/octet-stream": 1, "type:text/x-patch": 1, "type:application/pgp-signature": 0,
+            "is:signed": 1, "has:attachment is:signed": 0,
+        }
+        got = {query: count(pv, query) for query in cases}
+        wrong = {q: (got[q], n) for q, n in cases.items() if got[q] != n}
+        self.assertFalse(wrong, f"(postvault, expected) where they differ: {wrong}")
+        self.assertEqual({q: reference.count(q) for q in cases}, cases)
+        # The text of a text/x-patch attachment is attachment text (postvault reads every text/*
+        # attachment; the reference's default reading only text/plain and text/html).
+        self.assertEqual(count(pv, "attachment:orca"), 1)
+        self.assertIn(1, reference.robust("attachment:orca").values())
 
     def test_snippets_are_plain_text_unless_html_is_asked(self):
         pv = self.start_postvault(start=False)

@@ -327,6 +327,98 @@ TEST(SearchExtract, EncodedWordsInHeaders) {
     EXPECT_TRUE(raw8.subject.find("caf") == 0);
 }
 
+// GMime joins adjacent encoded words of one charset before decoding them, so padding at the end
+// of the first word lost the second one (two ext4-dev subjects, 003002 and 003166, lost
+// ": fast-commit commit path changes"; 008939 and 009065 lost a "复"). Each word is decoded on
+// its own; the bytes of adjacent words in one charset are joined.
+TEST(SearchExtract, EncodedWordsSplitAcrossWords) {
+    auto subject = [](const std::string& value) { return extract_message("Subject: " + value + "\n\nx\n").subject; };
+    // B, the first word padded (ext4-dev 003002, folded as it was).
+    EXPECT_EQ(subject("=?UTF-8?B?UmU6IOetlOWkjTogW0V4dGVybmFsIE1haWxdUmU6IFtQQVRDSCB2MyAwOS8xM10gZXh0NA==?=\n"
+                      " =?UTF-8?B?OiBmYXN0LWNvbW1pdCBjb21taXQgcGF0aCBjaGFuZ2Vz?="),
+              "Re: 答复: [External Mail]Re: [PATCH v3 09/13] ext4: fast-commit commit path changes");
+    // B padded, B, then a Q word in the same charset, then plain text (ext4-dev 008939).
+    EXPECT_EQ(subject("Re: =?utf-8?B?562U5aSNOiDnrZTlpI06IOetlA==?= =?utf-8?B?5aSN?= =?utf-8?Q?=3A?= [PATCH] jbd2"),
+              "Re: 答复: 答复: 答复: [PATCH] jbd2");
+    // A multibyte character split across two words: unpadded, and padded.
+    EXPECT_EQ(subject("=?UTF-8?B?Wm/D?= =?UTF-8?B?qyBEdXBvbnQ=?="), "Zoë Dupont");
+    EXPECT_EQ(subject("=?UTF-8?B?WsM=?=\r\n\t=?UTF-8?B?qw==?="), "Zë");
+    EXPECT_EQ(subject("=?UTF-8?Q?Zo=C3?= =?UTF-8?Q?=AB?="), "Zoë");
+    // Q words: "_" is a space; white space between encoded words is not text.
+    EXPECT_EQ(subject("=?UTF-8?Q?caf=C3=A9?= =?UTF-8?Q?_cr=C3=A8me?="), "café crème");
+    EXPECT_EQ(subject("=?utf-8?q?caf=C3=A9?=   =?utf-8?q?au_lait?="), "caféau lait");
+    // Mixed charsets, ISO-8859-1 in B and Q, KOI8-R, an RFC 2231 language suffix.
+    EXPECT_EQ(subject("=?ISO-8859-1?Q?caf=E9?= =?UTF-8?B?IGNyw6htZQ==?="), "café crème");
+    EXPECT_EQ(subject("=?ISO-8859-1?B?WvZsbGU=?="), "Zölle");
+    EXPECT_EQ(subject("=?koi8-r?B?8NLJ18XU?= =?UTF-8*en?Q?_world?="), "Привет world");
+    // Next to plain text the white space stays; a word touching text is decoded too.
+    EXPECT_EQ(subject("Re: =?UTF-8?Q?caf=C3=A9?= au lait"), "Re: café au lait");
+    EXPECT_EQ(subject("=?UTF-8?Q?a?= b =?UTF-8?Q?c?="), "a b c");
+    EXPECT_EQ(subject("Re:=?UTF-8?Q?caf=C3=A9?=!"), "Re:café!");
+    // Not encoded words: left as written.
+    EXPECT_EQ(subject("=?UTF-8?X?abc?= and =?UTF-8?Q?open"), "=?UTF-8?X?abc?= and =?UTF-8?Q?open");
+    EXPECT_EQ(subject("a =? b ?= c"), "a =? b ?= c");
+    // Bad bytes in a word still give valid UTF-8; an unknown charset falls back to windows-1252.
+    EXPECT_EQ(subject("=?x-unknown-charset?Q?Zo=EB?="), "Zoë");
+    EXPECT_EQ(subject("=?UTF-8?Q?Zo=EB?="), "Zoë");
+    // The first Subject: counts.
+    EXPECT_EQ(extract_message("Subject: first\nSubject: second\n\nx\n").subject, "first");
+}
+
+TEST(SearchExtract, EncodedWordsInAddresses) {
+    const std::string raw =
+        "From: =?UTF-8?B?Wm/DqyBEdXBvbnQt?=\n =?UTF-8?B?TWFydGlu?= <zoe@corp.example>\n"
+        "To: =?UTF-8?Q?Doe=2C_John?= <jd@corp.example>, =?utf-8?Q?\"Skorstad,J=C3=B8rn\"?= <js@corp.example>,\n"
+        " \"=?UTF-8?B?SsO2cmc=?= =?UTF-8?B?IE3DvGxsZXI=?=\" <jm@corp.example>, plain@corp.example\n"
+        "Cc: =?UTF-8?Q?=C3=89quipe?=: a@corp.example, =?UTF-8?Q?Bo_=22B=22?= <b@corp.example>;,\n"
+        " =?utf-8?Q?=D0=97=D0=B4?=@localhost.localdomain\n"
+        "Bcc: =?ISO-8859-1?Q?J=F6rg?= <jorg@corp.example>\n"
+        "Reply-To: =?UTF-8?B?WsM=?= =?UTF-8?B?qw==?= <z@corp.example>\n"
+        "Subject: s\n\nx\n";
+    const Content content = extract_message(raw);
+    ASSERT_EQ(content.from.size(), 1u);
+    EXPECT_EQ(content.from[0].name, "Zoë Dupont-Martin");
+    EXPECT_EQ(content.from[0].address, "zoe@corp.example");
+    // A comma or quotes in a decoded name do not split the list.
+    ASSERT_EQ(content.to.size(), 4u);
+    EXPECT_EQ(content.to[0].name, "Doe, John");
+    EXPECT_EQ(content.to[0].address, "jd@corp.example");
+    EXPECT_EQ(content.to[1].name, "Skorstad,Jørn");
+    EXPECT_EQ(content.to[1].address, "js@corp.example");
+    EXPECT_EQ(content.to[2].name, "Jörg Müller");  // encoded words inside a quoted string
+    EXPECT_EQ(content.to[2].address, "jm@corp.example");
+    EXPECT_EQ(content.to[3].address, "plain@corp.example");
+    // A group's members are flattened; an encoded word in an addr-spec stays as written.
+    ASSERT_EQ(content.cc.size(), 3u);
+    EXPECT_EQ(content.cc[0].address, "a@corp.example");
+    EXPECT_EQ(content.cc[1].name, "Bo \"B\"");
+    EXPECT_EQ(content.cc[1].address, "b@corp.example");
+    EXPECT_EQ(content.cc[2].address, "=?utf-8?Q?=D0=97=D0=B4?=@localhost.localdomain");
+    ASSERT_EQ(content.bcc.size(), 1u);
+    EXPECT_EQ(content.bcc[0].name, "Jörg");
+    ASSERT_EQ(content.reply_to.size(), 1u);
+    EXPECT_EQ(content.reply_to[0].name, "Zë");
+    // Every From: header counts, as before.
+    const Content two = extract_message("From: a@x.example\nFrom: =?UTF-8?Q?B=C3=A9?= <b@x.example>\n\nx\n");
+    ASSERT_EQ(two.from.size(), 2u);
+    EXPECT_EQ(two.from[1].name, "Bé");
+}
+
+TEST(SearchExtract, EncodedWordsInFileNamesAndNestedMessages) {
+    const std::string inner = "Subject: =?UTF-8?B?SW5uZXIgc3ViamVjdCA=?= =?UTF-8?B?d29yZHMgc3BsaXQ=?=\n\ninner body\n";
+    const Content content = extract_message(mixed_message(
+        "body", {{"Content-Type: application/pdf\nContent-Disposition: attachment;\n"
+                  " filename=\"=?UTF-8?B?UXVhcnRlcmx5IHJlcG9ydCBab8Or?= =?UTF-8?B?IChmaW5hbCkucGRm?=\"",
+                  "%PDF-1.4 not really"},
+                 {"Content-Type: text/plain; name==?UTF-8?B?WsM=?==?UTF-8?B?qy50eHQ=?=", "named by type"},
+                 {"Content-Type: message/rfc822", inner}}));
+    ASSERT_EQ(content.attachments.size(), 3u);
+    EXPECT_EQ(content.attachments[0].filename, "Quarterly report Zoë (final).pdf");
+    EXPECT_EQ(content.attachments[1].filename, "Zë.txt");
+    EXPECT_TRUE(contains(content.attachments[2].text, "Subject: Inner subject words split\n"))
+        << content.attachments[2].text;
+}
+
 TEST(SearchExtract, Rfc2231FileName) {
     const std::string raw = mixed_message(
         "body", {{"Content-Type: text/plain; charset=utf-8\n"
@@ -410,7 +502,7 @@ TEST(SearchExtract, AttachmentWithDisposition) {
     EXPECT_EQ(content.attachments[1].note, "unsupported type");
 }
 
-TEST(SearchExtract, InlineImageWithNameIsAttachment) {
+TEST(SearchExtract, InlineImagesAreAttachments) {
     const std::string png("\x89PNG\r\n\x1a\n\0\0\0\rIHDR", 16);
     const std::string raw =
         "Subject: img\nMIME-Version: 1.0\nContent-Type: multipart/related; boundary=r\n\n"
@@ -422,11 +514,63 @@ TEST(SearchExtract, InlineImageWithNameIsAttachment) {
         base64("GIF89a") + "--r--\n";
     const Content content = extract_message(raw);
     EXPECT_EQ(content.body, "see");
-    ASSERT_EQ(content.attachments.size(), 1u);  // the nameless inline GIF is neither body nor attachment
+    ASSERT_EQ(content.attachments.size(), 2u);  // named or not, an inline image is an attachment
     EXPECT_EQ(content.attachments[0].filename, "logo.png");
     EXPECT_EQ(content.attachments[0].content_type, "image/png");
     EXPECT_EQ(content.attachments[0].size, png.size());
     EXPECT_EQ(content.attachments[0].text, "");
+    EXPECT_EQ(content.attachments[1].filename, "");
+    EXPECT_EQ(content.attachments[1].content_type, "image/gif");
+    EXPECT_EQ(content.attachments[1].size, 6u);
+    EXPECT_EQ(content.attachments[1].note, "unsupported type");
+}
+
+// Body: every text/* leaf that is not an attachment (any subtype; HTML converted). Attachment:
+// Content-Disposition: attachment, a file name, a nested message, or any leaf that is not text.
+TEST(SearchExtract, BodyIsEveryTextLeafThatIsNotAnAttachment) {
+    const std::string pdf = make_pdf("Inline nameless PDF words");
+    const Content content = extract_message(mixed_message(
+        "plain words",
+        {{"Content-Type: text/x-patch; charset=utf-8\nContent-Disposition: inline", "diff --git a/inline.c b/inline.c"},
+         {"Content-Type: text/x-diff", "+patch body words"},
+         {"Content-Type: text/csv", "csv,body,words"},
+         {"Content-Type: text/calendar; method=REQUEST", "BEGIN:VCALENDAR\nSUMMARY:calendar words"},
+         {"Content-Type: text/enriched", "<bold>enriched</bold> words"},
+         {"Content-Type: text/html", "<p>html&amp;body</p>"},
+         {"Content-Type: text/x-patch\nContent-Disposition: attachment", "attached patch words"},
+         {"Content-Type: text/x-log; name=\"run.log\"", "named log words"},
+         {"Content-Type: application/pdf\nContent-Transfer-Encoding: base64", base64(pdf)},
+         {"Content-Type: application/octet-stream\nContent-Transfer-Encoding: base64", base64("\x01\x02\x03")},
+         {"Content-Type: message/delivery-status", "Reporting-MTA: dns; mx.example\n\nAction: failed"},
+         {"Content-Type: application/pgp-signature", "-----BEGIN PGP SIGNATURE-----\n-----END PGP SIGNATURE-----"}}));
+    EXPECT_EQ(content.body,
+              "plain words\n\ndiff --git a/inline.c b/inline.c\n\n+patch body words\n\ncsv,body,words\n\n"
+              "BEGIN:VCALENDAR\nSUMMARY:calendar words\n\n<bold>enriched</bold> words\n\nhtml&body");
+    ASSERT_EQ(content.attachments.size(), 5u);
+    EXPECT_EQ(content.attachments[0].content_type, "text/x-patch");
+    EXPECT_EQ(content.attachments[0].text, "attached patch words");
+    EXPECT_EQ(content.attachments[1].filename, "run.log");
+    EXPECT_EQ(content.attachments[1].text, "named log words");
+    EXPECT_EQ(content.attachments[2].content_type, "application/pdf");
+    EXPECT_EQ(content.attachments[2].filename, "");
+    EXPECT_TRUE(contains(content.attachments[2].text, "Inline nameless PDF words")) << content.attachments[2].text;
+    EXPECT_EQ(content.attachments[3].content_type, "application/octet-stream");
+    EXPECT_EQ(content.attachments[3].size, 3u);
+    EXPECT_EQ(content.attachments[4].content_type, "message/delivery-status");
+    EXPECT_TRUE(contains(content.attachments[4].text, "Action: failed"));
+    EXPECT_FALSE(content.signed_message);
+
+    // Inside a nested message the same rule decides what is its body.
+    const std::string inner =
+        "Subject: inner\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=in\n\n"
+        "--in\nContent-Type: text/x-patch\n\ninner patch words\n"
+        "--in\nContent-Type: image/png\nContent-Transfer-Encoding: base64\n\n" + base64("\x89PNG") + "--in--\n";
+    const Content nested = extract_message(mixed_message("outer", {{"Content-Type: message/rfc822", inner}}));
+    EXPECT_EQ(nested.body, "outer");
+    ASSERT_EQ(nested.attachments.size(), 2u);
+    EXPECT_TRUE(contains(nested.attachments[0].text, "inner patch words"));
+    EXPECT_EQ(nested.attachments[1].content_type, "image/png");
+    EXPECT_EQ(nested.attachments[1].depth, 1);
 }
 
 TEST(SearchExtract, SignatureIsNotAttachment) {
