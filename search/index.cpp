@@ -190,10 +190,12 @@ struct IndexWriter::Impl {
             double best = 0;
             std::string nearest;
             for (auto docid : candidates) {
-                std::string id;
-                if (!earlier(docid, &id)) continue;
-                const double similarity =
-                    minhash_similarity(built.minhash, decode_minhash(db->get_document(docid).get_value(slot_minhash)));
+                if (self && docid == *self) continue;
+                const Xapian::Document other = db->get_document(docid);  // one read for both values
+                const std::string key = other.get_value(slot_sort_key);
+                const std::string id = key.size() > 8 ? key.substr(8) : std::string();
+                if (id.empty() || !(id < built.id)) continue;
+                const double similarity = minhash_similarity(built.minhash, decode_minhash(other.get_value(slot_minhash)));
                 if (similarity >= kNearDuplicate && (similarity > best || (similarity == best && id < nearest))) {
                     best = similarity;
                     nearest = id;
@@ -204,7 +206,8 @@ struct IndexWriter::Impl {
                 document.add_value(slot_near_duplicate_of, nearest);
             }
         }
-        db->replace_document(std::string(kIdPrefix) + built.id, document);
+        if (self) db->replace_document(*self, document);
+        else db->add_document(document);
     }
 };
 
