@@ -160,24 +160,33 @@ struct IndexWriter::Impl {
         document.add_boolean_term(make_term(kThreadPrefix, thread));
         document.add_value(slot_thread, thread);
 
-        // Duplicates: the first copy archived is the original; later ones are flagged and
-        // name it. Only earlier messages count, so re-indexing an original never flags it,
-        // and other documents are never rewritten.
-        auto earlier = [&](Xapian::docid docid, std::string* id) {
-            if (self && docid == *self) return false;
-            const std::string key = db->get_document(docid).get_value(slot_sort_key);
-            *id = key.size() > 8 ? key.substr(8) : std::string();
-            return !id->empty() && *id < built.id;
+        // Duplicates: the copy with the smallest archive id (the first archived) is the
+        // original; every other copy is flagged and names it. Messages are usually indexed in
+        // archive-id order, so only this document changes; when an earlier copy arrives late
+        // (parallel imports, concurrent SMTP sessions), the later copies are rewritten to name it.
+        auto id_of = [&](const Xapian::Document& other) {
+            const std::string key = other.get_value(slot_sort_key);
+            return key.size() > 8 ? key.substr(8) : std::string();
         };
+        const std::string duplicate_flag = make_term(kIsPrefix, "duplicate");
         const std::string key_term = make_term(kDuplicatePrefix, built.duplicate_key);
-        std::string original;
-        for (auto it = db->postlist_begin(key_term); it != db->postlist_end(key_term); ++it) {
-            std::string id;
-            if (earlier(*it, &id) && (original.empty() || id < original)) original = id;
-        }
-        if (!original.empty()) {
-            document.add_boolean_term(make_term(kIsPrefix, "duplicate"));
+        std::vector<std::pair<Xapian::docid, std::string>> twins;
+        for (auto it = db->postlist_begin(key_term); it != db->postlist_end(key_term); ++it)
+            if (!self || *it != *self) twins.emplace_back(*it, id_of(db->get_document(*it)));
+        std::string original = built.id;
+        for (const auto& [docid, id] : twins)
+            if (!id.empty() && id < original) original = id;
+        if (original != built.id) {
+            document.add_boolean_term(duplicate_flag);
             document.add_value(slot_duplicate_of, original);
+        }
+        for (const auto& [docid, id] : twins) {
+            if (id == original) continue;
+            Xapian::Document other = db->get_document(docid);
+            if (other.get_value(slot_duplicate_of) == original) continue;
+            other.add_boolean_term(duplicate_flag);
+            other.add_value(slot_duplicate_of, original);
+            db->replace_document(docid, other);
         }
         if (!built.minhash.empty()) {
             std::set<Xapian::docid> candidates;
@@ -189,20 +198,28 @@ struct IndexWriter::Impl {
             }
             double best = 0;
             std::string nearest;
+            const std::string near_flag = make_term(kIsPrefix, "near-duplicate");
             for (auto docid : candidates) {
                 if (self && docid == *self) continue;
-                const Xapian::Document other = db->get_document(docid);  // one read for both values
-                const std::string key = other.get_value(slot_sort_key);
-                const std::string id = key.size() > 8 ? key.substr(8) : std::string();
-                if (id.empty() || !(id < built.id)) continue;
+                Xapian::Document other = db->get_document(docid);  // one read for both values
+                const std::string id = id_of(other);
+                if (id.empty()) continue;
                 const double similarity = minhash_similarity(built.minhash, decode_minhash(other.get_value(slot_minhash)));
-                if (similarity >= kNearDuplicate && (similarity > best || (similarity == best && id < nearest))) {
-                    best = similarity;
-                    nearest = id;
+                if (similarity < kNearDuplicate) continue;
+                if (id < built.id) {
+                    if (similarity > best || (similarity == best && id < nearest)) {
+                        best = similarity;
+                        nearest = id;
+                    }
+                } else if (other.get_value(slot_near_duplicate_of).empty()) {
+                    // A later message indexed before this one: it repeats this one.
+                    other.add_boolean_term(near_flag);
+                    other.add_value(slot_near_duplicate_of, built.id);
+                    db->replace_document(docid, other);
                 }
             }
             if (!nearest.empty()) {
-                document.add_boolean_term(make_term(kIsPrefix, "near-duplicate"));
+                document.add_boolean_term(near_flag);
                 document.add_value(slot_near_duplicate_of, nearest);
             }
         }

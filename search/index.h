@@ -11,7 +11,8 @@
 // thread id is the smallest archive id in it), flags it as an exact duplicate (same duplicate
 // key) or near-duplicate (MinHash, LSH bands, estimated similarity >= kNearDuplicate) of an
 // earlier message, naming that one, then replaces the document by its unique "Q" term, so
-// indexing a message twice leaves one. Other documents are rewritten only when threads merge.
+// indexing a message twice leaves one. Other documents are rewritten only when threads merge
+// or when an earlier copy is indexed after a later one (parallel imports, concurrent sessions).
 // commit() makes the batch durable and visible to readers.
 //
 // Indexer drains the archive's index queue: a batch of entries -> extraction and document

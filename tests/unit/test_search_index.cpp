@@ -149,6 +149,24 @@ TEST_F(IndexTest, NearDuplicatesAreFlaggedAndUnrelatedAreNot) {
     EXPECT_TRUE(ids_with(db, "XIduplicate").empty());
 }
 
+TEST_F(IndexTest, AnOriginalIndexedLateIsNamedByItsLaterCopies) {
+    // Parallel imports and concurrent sessions commit out of archive-id order.
+    const std::string base = long_text(4);
+    std::string edited = base;
+    edited.replace(edited.find(' ', 300), 1, " inserted ");
+    add("m3", message("c@x", {}, "same body", "copy"));
+    add("m5", message("e@x", {}, edited, "edited"));
+    add("m2", message("b@x", {}, "same body", "copy"));   // an earlier copy, indexed later
+    add("m4", message("d@x", {}, base, "base"));
+    add("m1", message("a@x", {}, "same  body", "copy"));  // the original, indexed last
+    auto db = reader();
+    EXPECT_EQ(ids_with(db, "XIduplicate"), (std::vector<std::string>{"m2", "m3"}));
+    for (const char* id : {"m2", "m3"})
+        EXPECT_EQ(db.get_document(*db.postlist_begin(std::string("Q") + id)).get_value(slot_duplicate_of), "m1");
+    EXPECT_EQ(ids_with(db, "XInear-duplicate"), std::vector<std::string>{"m5"});
+    EXPECT_EQ(db.get_document(*db.postlist_begin("Qm5")).get_value(slot_near_duplicate_of), "m4");
+}
+
 TEST(SearchMinHash, SimilarityTracksOverlap) {
     const auto a = minhash_signature(long_text(1));
     const auto b = minhash_signature(long_text(1));
