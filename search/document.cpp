@@ -9,6 +9,7 @@
 #include <ctime>
 #include <set>
 
+#include "common/mail.h"
 #include "search/schema.h"
 #include "search/text.h"
 
@@ -34,12 +35,6 @@ constexpr Xapian::termpos kFieldGap = 1100;
 // Record-derived boolean prefixes: replaced wholesale by apply_metadata().
 const std::array<const std::string*, 6> kMetadataPrefixes = {&kDirection, &kMethod, &kPolicy,
                                                              &kTag,       &kHold,   &kRetention};
-
-std::string lower_ascii(std::string text) {
-    for (char& c : text)
-        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-    return text;
-}
 
 // "alice@Mail.Corp.example" -> local "alice", domains "mail.corp.example", "corp.example".
 struct AddressParts {
@@ -162,7 +157,7 @@ std::string hex_digest(std::string_view text) {
 std::vector<std::string> categories(const Attachment& attachment) {
     std::vector<std::string> out;
     const std::string& type = attachment.content_type;
-    const std::string name = lower_ascii(attachment.filename);
+    const std::string name = lowercase(attachment.filename);
     auto ends_with = [&name](std::string_view suffix) {
         return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
     };

@@ -15,6 +15,7 @@
 #include <xapian.h>
 
 #include "search/schema.h"
+#include "search/xapian_error.h"
 
 namespace postvault::search {
 
@@ -27,10 +28,6 @@ const std::string kMessageIdPrefix(find_field("id")->prefix);
 const std::string kIsPrefix(find_field("is")->prefix);
 const std::string kDuplicatePrefix(find_field("duplicate")->prefix);
 constexpr std::size_t kMaxBandCandidates = 200;  // per band: boilerplate must not make indexing quadratic
-
-Error xapian_error(const std::string& what, const Xapian::Error& error) {
-    return Error::temporary("search.io", what + ": " + error.get_type() + ": " + error.get_msg());
-}
 
 // The stub names the live database directory, relative to search.directory.
 fs::path stub_file(const std::string& directory) { return fs::path(directory) / "current"; }
@@ -111,6 +108,23 @@ struct IndexWriter::Impl {
         } catch (const Xapian::Error& e) {
             return xapian_error("opening the search index " + config.directory, e);
         }
+    }
+
+    // Makes `name` (a complete database beside the live one) live: the stub first (readers
+    // follow it), then the writer; the old database goes.
+    Status switch_to(const std::string& name) {
+        if (auto written = write_stub(config.directory, name); !written) return written.error();
+        try {
+            db->close();
+        } catch (const Xapian::Error&) {
+        }
+        db.reset();
+        const std::string old_name = live;
+        live = name;
+        if (auto opened = open_live(); !opened) return opened.error();
+        std::error_code ignored;
+        fs::remove_all(fs::path(config.directory) / old_name, ignored);
+        return Status::success();
     }
 
     // Every thread id that a message with these links joins, besides its own document.
@@ -313,8 +327,7 @@ std::uint64_t IndexWriter::document_count() const {
 Result<std::uint64_t> IndexWriter::rebuild(const std::function<Status(const Visit&)>& each,
                                            const std::function<void(std::uint64_t)>& progress) {
     Impl& impl = *impl_;
-    const std::string old_name = impl.live;
-    const std::string new_name = next_name(old_name);
+    const std::string new_name = next_name(impl.live);
     const fs::path new_path = fs::path(impl.config.directory) / new_name;
     std::error_code ignored;
     fs::remove_all(new_path, ignored);  // a rebuild interrupted earlier
@@ -343,23 +356,13 @@ Result<std::uint64_t> IndexWriter::rebuild(const std::function<Status(const Visi
     } catch (const Xapian::Error& e) {
         return xapian_error("rebuilding the index", e);
     }
-    // Swap: the stub first (readers follow it), then the writer.
-    if (auto written = write_stub(impl.config.directory, new_name); !written) return written.error();
-    try {
-        impl.db->close();
-    } catch (const Xapian::Error&) {
-    }
-    impl.db.reset();
-    impl.live = new_name;
-    if (auto opened = impl.open_live(); !opened) return opened.error();
-    fs::remove_all(fs::path(impl.config.directory) / old_name, ignored);
+    if (auto switched = impl.switch_to(new_name); !switched) return switched.error();
     return done;
 }
 
 Result<std::uint64_t> IndexWriter::compact() {
     Impl& impl = *impl_;
-    const std::string old_name = impl.live;
-    const std::string new_name = next_name(old_name);
+    const std::string new_name = next_name(impl.live);
     const fs::path new_path = fs::path(impl.config.directory) / new_name;
     std::error_code ignored;
     fs::remove_all(new_path, ignored);
@@ -370,15 +373,7 @@ Result<std::uint64_t> IndexWriter::compact() {
         fs::remove_all(new_path, ignored);
         return xapian_error("compacting the index", e);
     }
-    if (auto written = write_stub(impl.config.directory, new_name); !written) return written.error();
-    try {
-        impl.db->close();
-    } catch (const Xapian::Error&) {
-    }
-    impl.db.reset();
-    impl.live = new_name;
-    if (auto opened = impl.open_live(); !opened) return opened.error();
-    fs::remove_all(fs::path(impl.config.directory) / old_name, ignored);
+    if (auto switched = impl.switch_to(new_name); !switched) return switched.error();
     std::uint64_t bytes = 0;
     for (const auto& entry : fs::directory_iterator(new_path, ignored))
         if (entry.is_regular_file(ignored)) bytes += entry.file_size(ignored);
@@ -391,6 +386,14 @@ Indexer::Indexer(const SearchConfig& config, archive::Archive& archive, IndexWri
     : config_(config), archive_(archive), writer_(writer) {}
 
 Indexer::~Indexer() { stop(); }
+
+Content Indexer::content_of(const archive::IndexTask& task) const {
+    if (!task.bytes.empty()) return extract_message(task.bytes);
+    auto bytes = archive_.content(task.id);
+    if (bytes) return extract_message(*bytes);
+    spdlog::warn("search: message {} indexed by its record only: {}", task.id, bytes.error().message);
+    return Content();
+}
 
 Result<std::size_t> Indexer::run_once() {
     std::lock_guard work(work_mutex_);
@@ -417,16 +420,7 @@ Result<std::size_t> Indexer::run_once() {
             if (auto record = archive_.metadata(job.task->id); record) {  // else gone (disposed)
                 job.record = std::move(*record);
                 if (job.task->kind == archive::IndexTask::Kind::content) {
-                    Content content;
-                    if (!job.task->bytes.empty()) {
-                        content = extract_message(job.task->bytes);
-                    } else if (auto bytes = archive_.content(job.task->id); bytes) {
-                        content = extract_message(*bytes);
-                    } else {
-                        spdlog::warn("search: message {} indexed by its record only: {}", job.task->id,
-                                     bytes.error().message);
-                    }
-                    job.built = build_document(job.task->id, *job.record, content);
+                    job.built = build_document(job.task->id, *job.record, content_of(*job.task));
                 }
             }
             std::lock_guard lock(ready_mutex);
@@ -459,9 +453,7 @@ Result<std::size_t> Indexer::run_once() {
             auto updated = writer_.update_metadata(job.task->id, *job.record);
             if (!updated && updated.error().code == "search.not_found") {
                 // Its content entry is still ahead in the queue, or was lost with an old index.
-                Content content;
-                if (auto bytes = archive_.content(job.task->id); bytes) content = extract_message(*bytes);
-                if (auto added = writer_.add(build_document(job.task->id, *job.record, content)); !added)
+                if (auto added = writer_.add(build_document(job.task->id, *job.record, content_of(*job.task))); !added)
                     return added.error();
             } else if (!updated) {
                 return updated.error();

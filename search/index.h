@@ -99,6 +99,9 @@ public:
 
 private:
     void loop();
+    // The message's text: from the task (escrow mode) or the archive; empty, with a warning,
+    // when it cannot be read (the record alone is indexed then).
+    Content content_of(const archive::IndexTask& task) const;
 
     SearchConfig config_;
     archive::Archive& archive_;

@@ -13,16 +13,13 @@
 
 #include "search/query.h"
 #include "search/schema.h"
+#include "search/xapian_error.h"
 
 namespace postvault::search {
 
 namespace {
 
 const std::string kThreadPrefix(find_field("thread")->prefix);
-
-Error xapian_error(const std::string& what, const Xapian::Error& error) {
-    return Error::temporary("search.io", what + ": " + error.get_type() + ": " + error.get_msg());
-}
 
 // Counts the values of a slot; `multi`: each '\n'-separated value (recipient domains, methods).
 class ValueSpy : public Xapian::MatchSpy {
