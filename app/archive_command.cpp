@@ -28,12 +28,12 @@
 
 namespace postvault::app {
 
-namespace {
-
 std::string cli_actor() {
     const passwd* user = ::getpwuid(::geteuid());
     return std::string("cli:") + (user ? user->pw_name : std::to_string(::geteuid()));
 }
+
+namespace {
 
 int fail(const std::string& message) {
     std::cerr << "postvault: " << message << "\n";

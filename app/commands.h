@@ -8,11 +8,15 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 namespace postvault::archive {
 class Archive;
+}
+namespace postvault::api {
+class TokenStore;
 }
 
 namespace postvault::app {
@@ -33,12 +37,33 @@ struct ArchiveCommand {
     std::string escrow_key;     // get, verify in escrow mode: an OpenPGP secret key file
 };
 
+struct TokenCommand {
+    std::string config_path;
+    std::string action;                   // create | list | revoke
+    std::string name;
+    std::string role;                     // create
+    std::string expires;                  // create: ISO date or UTC date-time; empty: never
+    std::vector<std::string> custodians;  // create, reviewer
+    std::vector<std::string> domains;     // create, reviewer
+    bool json = false;                    // list
+};
+
+// "cli:<user name>": the actor a command line puts on the archive chain.
+std::string cli_actor();
+
 int run_init(const InitOptions& options);
+int run_token(const TokenCommand& command);
 int run_serve(const std::string& config_path);
 int run_archive(const ArchiveCommand& command);
 
 // The archive's commands on the server's control socket ("archive.get", "archive.import").
 std::map<std::string, std::function<nlohmann::json(const nlohmann::json&)>> archive_control_commands(
     archive::Archive& store);
+
+// The token commands on the control socket ("token.create", "token.revoke"), and the one
+// function behind them and the CLI: the store change plus its event on the archive chain.
+std::map<std::string, std::function<nlohmann::json(const nlohmann::json&)>> token_control_commands(
+    api::TokenStore& tokens, archive::Archive& store);
+nlohmann::json run_token_request(api::TokenStore& tokens, archive::Archive& store, const nlohmann::json& request);
 
 }  // namespace postvault::app

@@ -12,6 +12,7 @@
 //   postvault archive list [--limit N] | show ID | get ID | verify | stats | prove ID
 //   postvault archive compact | rotate-key | backup DIR | restore DIR
 //   postvault search [--count|--json] [--limit N] [--sort date|relevance] QUERY | reindex | report FILE
+//   postvault token create --name NAME --role ROLE [--expires DATE] [--custodian A] [--domain D] | list | revoke NAME
 //
 // Queue commands and reload talk to the running server over its control socket;
 // archive commands see app/archive_command.cpp.
@@ -205,7 +206,30 @@ int main(int argc, char** argv) {
         archive_subcommands.push_back(sub);
     }
 
+    app::TokenCommand token_command;
+    token_command.config_path = config_path;
+    auto* token = app.add_subcommand("token", "Bearer tokens for the audit API");
+    token->require_subcommand(1);
+    auto* token_create = token->add_subcommand("create", "Create a token; prints it alone on the last line (shown once)");
+    auto* token_list = token->add_subcommand("list", "List tokens: name, role, state, scope");
+    auto* token_revoke = token->add_subcommand("revoke", "Revoke a token by name");
+    for (auto* sub : {token_create, token_list, token_revoke})
+        sub->add_option("--config", token_command.config_path, "Configuration file")->default_val(config_path);
+    token_create->add_option("--name", token_command.name, "A unique name (letters, digits, - _ . @); the actor on the audit record")
+        ->required();
+    token_create->add_option("--role", token_command.role, "admin, auditor, legal or reviewer")->required();
+    token_create->add_option("--expires", token_command.expires, "Expiry: a date (2027-01-31) or UTC date-time");
+    token_create->add_option("--custodian", token_command.custodians, "Reviewer: an address whose mail it may see (repeat)");
+    token_create->add_option("--domain", token_command.domains, "Reviewer: a domain whose mail it may see (repeat)");
+    token_list->add_flag("--json", token_command.json, "JSON output");
+    token_revoke->add_option("name", token_command.name, "The token's name")->required();
+
     CLI11_PARSE(app, argc, argv);
+
+    if (*token_create || *token_list || *token_revoke) {
+        token_command.action = *token_create ? "create" : *token_list ? "list" : "revoke";
+        return app::run_token(token_command);
+    }
 
     if (*init) return app::run_init(init_options);
     for (std::size_t i = 0; i < archive_subcommands.size(); ++i) {

@@ -19,6 +19,7 @@
 #include "gateway/control/control.h"
 #include "search/extract.h"
 #include "search/index.h"
+#include "search/result_json.h"
 #include "search/searcher.h"
 
 namespace postvault::app {
@@ -30,21 +31,6 @@ namespace {
 int fail(const std::string& message) {
     std::cerr << "postvault: " << message << "\n";
     return 1;
-}
-
-std::string iso_date(std::int64_t seconds) {
-    const std::time_t time = static_cast<std::time_t>(seconds);
-    std::tm tm{};
-    gmtime_r(&time, &tm);
-    char buffer[32];
-    std::strftime(buffer, sizeof buffer, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return buffer;
-}
-
-nlohmann::json facet_json(const search::FacetCounts& counts) {
-    nlohmann::json out = nlohmann::json::array();
-    for (const auto& [value, count] : counts) out.push_back({{"value", value}, {"count", count}});
-    return out;
 }
 
 std::string dump(const nlohmann::json& j, int indent = -1) {
@@ -102,27 +88,11 @@ int run_query(const Config& config, const SearchCommand& command) {
     if (!result) return search_failure(result.error());
 
     if (command.json) {
-        nlohmann::json out = {{"total", result->total}, {"results", nlohmann::json::array()}};
-        for (const auto& hit : result->hits) {
-            nlohmann::json item = {{"id", hit.id},           {"date", iso_date(hit.date)}, {"from", hit.from},
-                                   {"to", hit.to},           {"subject", hit.subject},     {"snippet", hit.snippet},
-                                   {"thread", hit.thread},   {"size", hit.size},
-                                   {"duplicate", hit.duplicate}};
-            if (!hit.duplicate_of.empty()) item["duplicate_of"] = hit.duplicate_of;
-            if (!hit.near_duplicate_of.empty()) item["near_duplicate_of"] = hit.near_duplicate_of;
-            out["results"].push_back(std::move(item));
-        }
-        out["next_cursor"] = result->next_cursor.empty() ? nlohmann::json() : nlohmann::json(result->next_cursor);
-        if (result->facets)
-            out["facets"] = {{"sender_domain", facet_json(result->facets->sender_domains)},
-                             {"recipient_domain", facet_json(result->facets->recipient_domains)},
-                             {"month", facet_json(result->facets->months)},
-                             {"method", facet_json(result->facets->methods)}};
-        std::cout << dump(out) << "\n";
+        std::cout << dump(search::result_json(*result)) << "\n";
         return 0;
     }
     for (const auto& hit : result->hits) {
-        std::cout << iso_date(hit.date).substr(0, 10) << "  " << hit.id << "  " << hit.from << "\n"
+        std::cout << search::iso_date(hit.date).substr(0, 10) << "  " << hit.id << "  " << hit.from << "\n"
                   << "    " << hit.subject << "\n";
         if (!hit.snippet.empty()) {
             std::string snippet = hit.snippet;
@@ -181,19 +151,8 @@ int run_report(const Config& config, const SearchCommand& command) {
     if (!report) return search_failure(report.error());
     bool bad = false;
     if (command.json) {
-        nlohmann::json out = {{"queries", nlohmann::json::array()},
-                              {"total_distinct", report->total_distinct},
-                              {"total_with_family", report->total_with_family}};
-        for (const auto& row : report->rows) {
-            nlohmann::json j = {{"query", row.query},
-                                {"hits", row.hits},
-                                {"unique_hits", row.unique_hits},
-                                {"hits_with_family", row.hits_with_family}};
-            if (!row.error.empty()) j["error"] = row.error;
-            bad = bad || !row.error.empty();
-            out["queries"].push_back(j);
-        }
-        std::cout << dump(out, 2) << "\n";
+        for (const auto& row : report->rows) bad = bad || !row.error.empty();
+        std::cout << dump(search::report_json(*report), 2) << "\n";
     } else {
         std::cout << "query,hits,unique_hits,hits_with_family,error\n";
         for (const auto& row : report->rows) {

@@ -13,6 +13,7 @@
 // file; an invalid file is reported and the running configuration stays.
 #include <sys/stat.h>
 
+#include <atomic>
 #include <filesystem>
 #include <iostream>
 #include <mutex>
@@ -23,6 +24,10 @@
 #include "app/commands.h"
 #include "archive/archive.h"
 #include "archive/importer.h"
+#include "audit-api/http_server.h"
+#include "audit-api/routes.h"
+#include "audit-api/tokens.h"
+#include "gateway/smtp/tls.h"
 #include "search/index.h"
 #include "common/asio.h"
 #include "common/config.h"
@@ -121,9 +126,14 @@ int run_serve(const std::string& config_path) {
     }
 
     // Queue and archive in parallel; 250 when both have it (see the file comment).
-    auto relay_commit = [&message_queue, &workers, archive, &config, &config_mutex = config_lock](
+    std::atomic<std::uint64_t> accepted_messages{0};
+    auto relay_commit = [&message_queue, &workers, archive, &config, &config_mutex = config_lock, &accepted_messages](
                             const std::string& id, const Envelope& envelope, std::string message,
-                            std::function<void(Status)> done) {
+                            std::function<void(Status)> reply) {
+        auto done = [reply = std::move(reply), &accepted_messages](Status status) {
+            if (status.ok()) ++accepted_messages;
+            reply(std::move(status));
+        };
         if (!archive) {
             message_queue.commit(id, envelope, std::move(message), std::move(done));
             return;
@@ -252,6 +262,57 @@ int run_serve(const std::string& config_path) {
             if (!done) return control::error_json(done.error());
             return {{"ok", true}, {"messages", *done}};
         };
+    // The audit API: HTTPS on [api] listen, its blocking work (Xapian, RocksDB) on its own
+    // pool so that searches never hold up SMTP.
+    std::unique_ptr<api::TokenStore> tokens;
+    if (archive) {
+        tokens = std::make_unique<api::TokenStore>(config->api.tokens_file);
+        for (auto& [name, command] : token_control_commands(*tokens, *archive)) handlers.commands[name] = command;
+    }
+    asio::thread_pool api_workers(4);
+    std::unique_ptr<api::ApiService> api_service;
+    std::unique_ptr<api::HttpServer> api_server;
+    if (archive && !config->api.listen.empty()) {
+        TlsConfig api_tls = config->tls;
+        api_tls.cert = config->api.cert;
+        api_tls.key = config->api.key;
+        auto context = smtp::make_server_tls_context(api_tls);
+        if (!context) {
+            spdlog::error("serve: api: {}", context.error().message);
+            return 1;
+        }
+        api::ApiContext api_context;
+        api_context.config = *config;
+        api_context.archive = archive;
+        api_context.tokens = tokens.get();
+        api_context.gateway_metrics = [&server, &engine, &accepted_messages]() {
+            const auto stats = engine.stats();
+            std::string out;
+            auto metric = [&out](const char* name, const char* type, const char* help, std::uint64_t value) {
+                out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" + name + " " +
+                       std::to_string(value) + "\n";
+            };
+            metric("postvault_queue_messages", "gauge", "Messages in the queue waiting for delivery.",
+                   stats.scheduled_messages);
+            metric("postvault_smtp_sessions", "gauge", "Open SMTP sessions.", server.active_sessions());
+            metric("postvault_messages_accepted_total", "counter", "Messages accepted by SMTP (queued and archived).",
+                   accepted_messages.load());
+            metric("postvault_delivery_connections", "gauge", "Open delivery connections.", stats.active_connections);
+            out += "# HELP postvault_recipients_total Recipients by delivery outcome.\n"
+                   "# TYPE postvault_recipients_total counter\n";
+            out += "postvault_recipients_total{outcome=\"delivered\"} " + std::to_string(stats.delivered) + "\n";
+            out += "postvault_recipients_total{outcome=\"deferred\"} " + std::to_string(stats.deferred) + "\n";
+            out += "postvault_recipients_total{outcome=\"bounced\"} " + std::to_string(stats.bounced) + "\n";
+            out += "# HELP postvault_delivered_by_method_total Recipients delivered, by how the message was protected.\n"
+                   "# TYPE postvault_delivered_by_method_total counter\n";
+            for (const auto& [method, count] : stats.delivered_by_method)
+                out += "postvault_delivered_by_method_total{method=\"" + method + "\"} " + std::to_string(count) + "\n";
+            return out;
+        };
+        api_service = std::make_unique<api::ApiService>(std::move(api_context));
+        api_server = std::make_unique<api::HttpServer>(io, api_workers, *context, config->api, *api_service);
+    }
+
     // Control requests (a long archive import among them) get their own threads, so they
     // never hold up the workers that SMTP sessions wait on.
     asio::thread_pool control_workers(2);
@@ -270,6 +331,12 @@ int run_serve(const std::string& config_path) {
     if (auto started = control_server.start(config->server.control_socket); !started) {
         spdlog::error("serve: {}", started.error().message);
         return 1;
+    }
+    if (api_server) {
+        if (auto started = api_server->start(); !started) {
+            spdlog::error("serve: {}", started.error().message);
+            return 1;
+        }
     }
     engine.start();
     spdlog::info("serve: postvault ready (hostname={} data_dir={} control={})", config->server.hostname,
@@ -325,6 +392,7 @@ int run_serve(const std::string& config_path) {
         signals.async_wait(on_signal);
         spdlog::info("serve: signal {} received, draining", signal_number);
         control_server.stop();
+        if (api_server) api_server->stop();
         repack_timer.cancel();
         if (journal_server) journal_server->stop(smtp_drain_grace, [] {});
         server.stop(smtp_drain_grace, [&] {
@@ -341,6 +409,7 @@ int run_serve(const std::string& config_path) {
     io.run();
     for (auto& thread : threads) thread.join();
     control_workers.join();
+    api_workers.join();
     workers.join();
     if (indexer) indexer->stop();
     return 0;

@@ -817,6 +817,11 @@ struct Archive::Impl {
                 case Operation::Kind::outcomes: return apply_outcomes(batch, operation);
                 case Operation::Kind::event:
                     operation.result.id = operation.subject;
+                    for (const auto& write : operation.writes) {  // the records the event is about
+                        auto status = write.value ? batch.Put(cf(write.column), write.key, *write.value)
+                                                  : batch.Delete(cf(write.column), write.key);
+                        if (!status.ok()) return io_error(status);
+                    }
                     return append_entry(batch, operation.type, operation.subject, operation.actor, {}, {},
                                         operation.detail);
                 case Operation::Kind::raw:
@@ -1062,6 +1067,45 @@ Status Archive::record_event(const std::string& type, const std::string& subject
     return Status::success();
 }
 
+Status Archive::put_record(const std::string& kind, const std::string& key, const std::string& value,
+                           const std::string& type, const std::string& actor, const std::string& detail) {
+    if (impl_->mode != OpenMode::writer) return Error::permanent("archive.read_only", "the archive is open read-only");
+    Operation operation;
+    operation.kind = Operation::Kind::event;
+    operation.type = type;
+    operation.subject = key;
+    operation.actor = actor;
+    operation.detail = detail.empty() ? value : detail;
+    operation.writes.push_back({kMeta, "r/" + kind + "/" + key, value});
+    auto result = impl_->submit_and_wait(std::move(operation));
+    if (!result) return result.error();
+    return Status::success();
+}
+
+Result<std::optional<std::string>> Archive::record(const std::string& kind, const std::string& key) const {
+    return impl_->read(kMeta, "r/" + kind + "/" + key);
+}
+
+std::vector<std::pair<std::string, std::string>> Archive::records(const std::string& kind) const {
+    std::vector<std::pair<std::string, std::string>> out;
+    const std::string prefix = "r/" + kind + "/";
+    std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->cf(kMeta)));
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next())
+        out.emplace_back(it->key().ToString().substr(prefix.size()), it->value().ToString());
+    return out;
+}
+
+Result<Statement> Archive::sign_statement(const std::string& text) const {
+    if (!impl_->signing_key) return Error::permanent("archive.key", "the archive signing key could not be loaded");
+    Statement statement;
+    statement.text = text;
+    statement.signature = impl_->signing_key->sign(text);
+    if (statement.signature.empty()) return Error::temporary("archive.key", "signing failed");
+    statement.key_id = impl_->signing_key->key_id();
+    statement.public_pem = impl_->signing_key->public_pem();
+    return statement;
+}
+
 Result<nlohmann::json> Archive::metadata(const std::string& id) const {
     auto text = impl_->read(kMessages, id);
     if (!text) return text.error();
@@ -1151,6 +1195,32 @@ std::vector<ListedMessage> Archive::list(std::size_t limit, const std::string& a
             message.sha256 = "unreadable-record";
         }
         out.push_back(std::move(message));
+    }
+    return out;
+}
+
+std::vector<Event> Archive::events(const EventFilter& filter, std::uint64_t* scanned_to) const {
+    std::vector<Event> out;
+    if (scanned_to) *scanned_to = 0;
+    std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->cf(kChain)));
+    for (it->Seek(seq_key(filter.from_seq)); it->Valid(); it->Next()) {
+        auto entry = decode_entry(std::string_view(it->value().data(), it->value().size()));
+        if (!entry) continue;  // verify() reports it
+        if (out.size() >= filter.limit) {
+            if (scanned_to) *scanned_to = entry->seq;
+            break;
+        }
+        if (entry->time_micros < filter.since_micros) continue;
+        if (filter.until_micros != 0 && entry->time_micros >= filter.until_micros) continue;  // the clock may step back
+        if (!filter.actor.empty() && entry->actor != filter.actor) continue;
+        if (!filter.type.empty() && entry->type != filter.type) continue;
+        Event event{entry->seq, entry->time_micros, entry->type, entry->subject, entry->actor, entry->content, {}};
+        if (!entry->record.empty()) {
+            std::string detail;
+            if (impl_->db->Get(rocksdb::ReadOptions(), impl_->cf(kDetails), seq_key(entry->seq), &detail).ok())
+                event.detail = std::move(detail);
+        }
+        out.push_back(std::move(event));
     }
     return out;
 }

@@ -123,6 +123,32 @@ struct IndexTask {
     std::string bytes;  // escrow mode, content tasks: the message (the index cannot read it back later)
 };
 
+// One chain entry as the audit record shows it (GET /api/v1/audit).
+struct Event {
+    std::uint64_t seq = 0;
+    std::int64_t time_micros = 0;
+    std::string type, subject, actor;
+    std::string content;  // ingest: hex SHA-256 of the message
+    std::string detail;   // the event's detail text, when it has one
+};
+
+struct EventFilter {
+    std::uint64_t from_seq = 0;       // the first seq to consider (a cursor: the last seen + 1)
+    std::int64_t since_micros = 0;    // 0: no lower bound
+    std::int64_t until_micros = 0;    // 0: no upper bound (exclusive)
+    std::string actor;                // exact; empty: any
+    std::string type;                 // exact; empty: any
+    std::size_t limit = 100;
+};
+
+// A text signed with the archive's Ed25519 key (chain-of-custody statements of exports).
+struct Statement {
+    std::string text;
+    std::string signature;   // raw 64 bytes
+    std::string key_id;
+    std::string public_pem;  // to verify with (openssl pkeyutl -verify -rawin)
+};
+
 using IngestCallback = std::function<void(Result<IngestResult>)>;
 using Progress = std::function<void(std::uint64_t done, std::uint64_t total)>;
 
@@ -143,6 +169,16 @@ public:
     Status record_event(const std::string& type, const std::string& subject, const std::string& actor,
                         const std::string& detail = {});
 
+    // Records other modules keep in the archive (kind "hold", "export"...), each written in the
+    // same atomic, synced write as its event on the chain (type `type`, subject = key, detail =
+    // `detail`, or the record itself when empty). Writer only for put_record.
+    Status put_record(const std::string& kind, const std::string& key, const std::string& value,
+                      const std::string& type, const std::string& actor, const std::string& detail = {});
+    Result<std::optional<std::string>> record(const std::string& kind, const std::string& key) const;
+    std::vector<std::pair<std::string, std::string>> records(const std::string& kind) const;  // key order
+    // Signs `text` with the archive's checkpoint key.
+    Result<Statement> sign_statement(const std::string& text) const;
+
     // The exact original bytes, checked against the SHA-256 recorded at ingest. A writer
     // records the access ("access" on the chain) under `actor`.
     Result<std::string> get(const std::string& id, const std::string& actor);
@@ -150,6 +186,9 @@ public:
     // Messages in id (= arrival) order, after `after` when set.
     std::vector<ListedMessage> list(std::size_t limit, const std::string& after = {}) const;
     Result<Stats> stats() const;
+    // Chain entries matching `filter`, oldest first, at most filter.limit; `scanned_to` gets
+    // the seq after the last entry examined (the next page's from_seq), or 0 at the end.
+    std::vector<Event> events(const EventFilter& filter, std::uint64_t* scanned_to = nullptr) const;
 
     VerifyReport verify(const Progress& progress = {});
     // An inclusion proof (JSON) for the message's ingest entry. A writer signs a checkpoint

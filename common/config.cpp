@@ -306,6 +306,17 @@ void validate(Config& config, ConfigReader& reader, const toml::table& root) {
         check(endpoint.ok() && endpoint->port != 0, "archive.journal_listen",
               "'archive.journal_listen': '" + listen + "' must be \"ip:port\"");
     }
+    if (!config.api.listen.empty()) {
+        auto endpoint = parse_host_port(config.api.listen, 0);
+        check(endpoint.ok() && endpoint->port != 0, "api.listen",
+              "'api.listen': '" + config.api.listen + "' must be \"ip:port\"");
+        check(!config.api.cert.empty() && !config.api.key.empty(), "api.listen",
+              "the API serves HTTPS only: set 'api.cert' and 'api.key', or 'tls.cert' and 'tls.key'");
+        check(config.archive.enabled, "api.listen", "the API serves the archive: 'archive.enabled' must be true");
+        for (const auto* file : {&config.api.cert, &config.api.key})
+            if (!file->empty() && !std::filesystem::exists(*file))
+                check(false, file == &config.api.cert ? "api.cert" : "api.key", "file not found: " + *file);
+    }
     check(archive.pack_size >= 64 * 1024 && archive.pack_size <= 256ull * 1024 * 1024, "archive.pack_size",
           "'archive.pack_size' must be between 64KiB and 256MiB");
     check(tls_mode_ok(config.delivery.tls), "delivery.tls", "'delivery.tls' must be \"may\", \"required\" or \"none\"");
@@ -376,6 +387,7 @@ Result<Config> parse_config(const std::string& text, const std::string& name) {
     auto& d = config.delivery;
     auto& a = config.archive;
     auto& q = config.search;
+    auto& w = config.api;
 
     Reader users = [&](const toml::node& node) {
         const toml::array* array = node.as_array();
@@ -479,6 +491,21 @@ Result<Config> parse_config(const std::string& text, const std::string& name) {
             {"commit_interval", reader.duration("search.commit_interval", q.commit_interval)},
             {"language", reader.string("search.language", q.language)},
         })},
+        {"api", reader.table("api", {
+            {"listen", reader.string("api.listen", w.listen)},
+            {"cert", reader.path_value("api.cert", w.cert)},
+            {"key", reader.path_value("api.key", w.key)},
+            {"tokens_file", reader.path_value("api.tokens_file", w.tokens_file)},
+            {"exports_directory", reader.path_value("api.exports_directory", w.exports_directory)},
+            {"max_connections", reader.integer("api.max_connections", w.max_connections, 1, 100000)},
+            {"read_timeout", reader.duration("api.read_timeout", w.read_timeout)},
+            {"write_timeout", reader.duration("api.write_timeout", w.write_timeout)},
+            {"idle_timeout", reader.duration("api.idle_timeout", w.idle_timeout)},
+            {"max_header_size", reader.size("api.max_header_size", w.max_header_size)},
+            {"max_body_size", reader.size("api.max_body_size", w.max_body_size)},
+            {"max_limit", reader.integer("api.max_limit", w.max_limit, 1, 100000)},
+            {"max_export_messages", reader.integer("api.max_export_messages", w.max_export_messages, 1, 1000000000)},
+        })},
     };
     reader.read_table(root, "", top);
 
@@ -491,6 +518,10 @@ Result<Config> parse_config(const std::string& text, const std::string& name) {
     if (a.key_file.empty()) a.key_file = (data / "keys" / "archive.kek").string();
     if (a.signing_key.empty()) a.signing_key = (data / "keys" / "archive-signing.pem").string();
     if (q.directory.empty()) q.directory = (data / "index").string();
+    if (w.cert.empty()) w.cert = t.cert;
+    if (w.key.empty()) w.key = t.key;
+    if (w.tokens_file.empty()) w.tokens_file = (data / "api-tokens.json").string();
+    if (w.exports_directory.empty()) w.exports_directory = (data / "exports").string();
 
     validate(config, reader, root);
 

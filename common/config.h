@@ -106,6 +106,22 @@ struct SearchConfig {
     std::string language = "english"; // Snowball stemmer for free text
 };
 
+struct ApiConfig {
+    std::string listen;                // "ip:port" for the HTTPS audit API; empty: no API
+    std::string cert;                  // PEM chain; default: [tls] cert
+    std::string key;                   // PEM private key (0600); default: [tls] key
+    std::string tokens_file;           // hashed bearer tokens (0600); default <data_dir>/api-tokens.json
+    std::string exports_directory;     // finished exports; default <data_dir>/exports
+    std::size_t max_connections = 256; // concurrent connections; more wait in the kernel's backlog
+    Seconds read_timeout{30};          // a request's header and body must arrive within this
+    Seconds write_timeout{120};        // a response's bytes must be taken within this (per write)
+    Seconds idle_timeout{60};          // keep-alive: an idle connection closes after this
+    std::uint64_t max_header_size = 16 * 1024;
+    std::uint64_t max_body_size = 1024 * 1024;  // JSON request bodies
+    std::size_t max_limit = 1000;      // most results per search page
+    std::uint64_t max_export_messages = 1000000;  // larger exports are refused (split them)
+};
+
 struct Config {
     std::string path;                  // the file it was loaded from
     ServerConfig server;
@@ -114,6 +130,7 @@ struct Config {
     DeliveryConfig delivery;
     ArchiveConfig archive;
     SearchConfig search;
+    ApiConfig api;
 };
 
 // Parses and validates FILE. On failure the Error message holds every problem

@@ -1778,8 +1778,10 @@ struct Scope {
 
 class Extractor {
 public:
-    Extractor(const ExtractLimits& limits, Content& content, const GByteArray* buffer)
-        : limits_(limits), content_(content), buffer_(buffer) {}
+    // `captured`, when given, receives the decoded bytes of attachment number `capture`.
+    Extractor(const ExtractLimits& limits, Content& content, const GByteArray* buffer,
+              std::size_t capture = std::string::npos, std::string* captured = nullptr)
+        : limits_(limits), content_(content), buffer_(buffer), capture_(capture), captured_(captured) {}
 
     void walk(GMimeObject* object, int depth, Scope& scope) {
         if (object == nullptr) return;
@@ -1977,6 +1979,10 @@ private:
         entry.filename = filename;
         entry.content_type = type;
         entry.depth = scope.attachment_depth;
+        if (captured_ != nullptr && content_.attachments.size() == capture_) {
+            ByteArrayPtr storage;
+            captured_->assign(leaf_bytes(part, storage));
+        }
         const Kind kind = kind_of(type, filename);
         if (kind == Kind::none && !is_generic_type(type) && type.substr(0, 12) != "application/") {
             entry.size = decoded_size(part);
@@ -2015,6 +2021,12 @@ private:
             content_.attachments[index].note = "empty message";
             return;
         }
+        if (captured_ != nullptr && index == capture_) {
+            if (char* text = g_mime_object_to_string(GMIME_OBJECT(inner), nullptr)) {
+                captured_->assign(text);
+                g_free(text);
+            }
+        }
         GObjectPtr<GMimeStream> counter(g_mime_stream_null_new());
         if (counter) {
             g_mime_object_write_to_stream(GMIME_OBJECT(inner), nullptr, counter.get());
@@ -2043,6 +2055,8 @@ private:
     const ExtractLimits& limits_;
     Content& content_;
     const GByteArray* buffer_;
+    std::size_t capture_;
+    std::string* captured_;
 };
 
 // An mbox "From " separator line is not a header; GMime would stop at it.
@@ -2055,7 +2069,8 @@ std::string_view skip_mbox_separator(std::string_view raw) {
 // Parses `raw` and walks it into `content`: `depth` is both where the MIME depth count starts
 // and the Attachment::depth of the message's own attachments. The stream outlives the message:
 // leaf substreams share its buffer without holding a reference to it.
-void extract_into(std::string_view raw, const ExtractLimits& limits, int depth, Content& content) {
+void extract_into(std::string_view raw, const ExtractLimits& limits, int depth, Content& content,
+                  std::size_t capture = std::string::npos, std::string* captured = nullptr) {
     raw = skip_mbox_separator(raw);
     if (raw.empty()) return;
     GObjectPtr<GMimeStream> stream(g_mime_stream_mem_new_with_buffer(raw.data(), raw.size()));
@@ -2071,7 +2086,7 @@ void extract_into(std::string_view raw, const ExtractLimits& limits, int depth, 
     }
     if (!message) return;
     read_headers(message.get(), content);
-    Extractor extractor(limits, content, buffer);
+    Extractor extractor(limits, content, buffer, capture, captured);
     Scope scope{content.body, content.signed_message, content.encrypted_message, depth};
     extractor.walk(g_mime_message_get_mime_part(message.get()), depth, scope);
 }
@@ -2100,6 +2115,20 @@ Content extract_message(std::string_view raw, const ExtractLimits& limits) {
         content.truncated = true;
     }
     return content;
+}
+
+std::optional<AttachmentData> attachment_data(std::string_view raw, std::size_t index, const ExtractLimits& limits) {
+    try {
+        ensure_libraries();
+        Content content;
+        AttachmentData data;
+        extract_into(raw, limits, 0, content, index, &data.bytes);
+        if (index >= content.attachments.size()) return std::nullopt;
+        data.entry = std::move(content.attachments[index]);
+        return data;
+    } catch (...) {
+        return std::nullopt;
+    }
 }
 
 std::string html_to_text(std::string_view html) {

@@ -56,6 +56,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -100,6 +101,14 @@ struct Content {
 };
 
 Content extract_message(std::string_view raw, const ExtractLimits& limits = {});
+
+// Attachment number `index` as extract_message() numbers Content::attachments, with its
+// decoded bytes (a nested message: the message as GMime writes it); nullopt if there is none.
+struct AttachmentData {
+    Attachment entry;
+    std::string bytes;
+};
+std::optional<AttachmentData> attachment_data(std::string_view raw, std::size_t index, const ExtractLimits& limits = {});
 
 // The pieces, for callers that have one part in hand (policy on a single attachment, tests).
 // html_to_text: the text of an HTML document (invalid UTF-8 read as windows-1252); script,

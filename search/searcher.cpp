@@ -111,6 +111,7 @@ struct Searcher::Impl {
     Xapian::Database db;
     std::string language = "english";
     Xapian::Stem stemmer{"english"};
+    std::optional<Xapian::Query> scope;  // restrict_to()
 
     // Runs `work`, reopening once or twice when the writer's commits overtook this reader.
     template <typename Work>
@@ -138,6 +139,7 @@ struct Searcher::Impl {
         options.language = language;
         for (int attempt = 0;; ++attempt) {  // stems are looked up in the index, which may move on
             auto parsed = parse_query(text, options);
+            if (parsed && scope) return Xapian::Query(Xapian::Query::OP_FILTER, *parsed, *scope);
             if (parsed || parsed.error().code != "search.modified" || attempt >= 3) return parsed;
             db.reopen();
         }
@@ -175,6 +177,15 @@ std::uint64_t Searcher::document_count() {
     } catch (const Xapian::Error&) {
         return 0;
     }
+}
+
+Status Searcher::restrict_to(const std::string& query) {
+    impl_->scope.reset();
+    if (query.empty()) return Status::success();
+    auto parsed = impl_->parse(query, true, 0);
+    if (!parsed) return parsed.error();
+    impl_->scope = std::move(*parsed);
+    return Status::success();
 }
 
 Result<std::uint64_t> Searcher::count(const std::string& text, bool exact, std::int64_t now) {
@@ -355,8 +366,13 @@ Result<TermReport> Searcher::term_report(const std::vector<std::string>& queries
                 auto [it, fresh] = thread_members.try_emplace(thread);
                 if (fresh) {
                     const std::string term = make_term(kThreadPrefix, thread);
-                    for (auto p = impl_->db.postlist_begin(term); p != impl_->db.postlist_end(term); ++p)
-                        it->second.push_back(*p);
+                    Xapian::Enquire members(impl_->db);
+                    members.set_query(impl_->scope ? Xapian::Query(Xapian::Query::OP_FILTER, Xapian::Query(term), *impl_->scope)
+                                                   : Xapian::Query(term));
+                    members.set_weighting_scheme(Xapian::BoolWeight());
+                    const Xapian::doccount all = impl_->db.get_doccount();
+                    const Xapian::MSet found = members.get_mset(0, all, all);
+                    for (auto p = found.begin(); p != found.end(); ++p) it->second.push_back(*p);
                 }
                 family.insert(it->second.begin(), it->second.end());
             }

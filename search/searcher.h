@@ -86,6 +86,11 @@ public:
     Result<TermReport> term_report(const std::vector<std::string>& queries, bool exact = false);
     // Every archive id the index holds (for checks and tests).
     std::uint64_t document_count();
+    // Limits every later count, search and term report (families included) to the messages
+    // matching `query`, combined as a filter below the caller's query, so no query text can
+    // widen it (the audit API's reviewer scope). Empty: no limit. "search.query" if it does
+    // not parse.
+    Status restrict_to(const std::string& query);
 
     Searcher(const Searcher&) = delete;
     Searcher& operator=(const Searcher&) = delete;

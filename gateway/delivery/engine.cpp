@@ -171,6 +171,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
 
     std::atomic<bool> stopping{false};
     std::atomic<std::uint64_t> delivered{0};
+    std::map<std::string, std::uint64_t> delivered_by_method;  // guarded by mutex
     std::atomic<std::uint64_t> deferred{0};
     std::atomic<std::uint64_t> bounced{0};
 
@@ -573,8 +574,11 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
             co_return false;
         }
         for (const auto& status : outcome.changes) {
-            if (status.state == RecipientState::delivered) ++delivered;
-            else if (status.state == RecipientState::bounced) ++bounced;
+            if (status.state == RecipientState::delivered) {
+                ++delivered;
+                std::lock_guard lock(mutex);
+                ++delivered_by_method[status.tls_version.empty() ? "plain" : "tls"];
+            } else if (status.state == RecipientState::bounced) ++bounced;
             else ++deferred;
         }
         const bool any_bounce = std::any_of(outcome.changes.begin(), outcome.changes.end(),
@@ -706,6 +710,7 @@ DeliveryStats Engine::stats() const {
     {
         std::lock_guard lock(impl_->mutex);
         stats.scheduled_messages = impl_->tasks.size();
+        stats.delivered_by_method = impl_->delivered_by_method;
     }
     stats.delivered = impl_->delivered;
     stats.deferred = impl_->deferred;

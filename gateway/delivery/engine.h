@@ -23,6 +23,7 @@
 
 #include <cstddef>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -38,6 +39,7 @@ struct DeliveryStats {
     std::uint64_t delivered = 0;          // recipients, since start
     std::uint64_t deferred = 0;
     std::uint64_t bounced = 0;
+    std::map<std::string, std::uint64_t> delivered_by_method;  // "tls" | "plain" (later "pgp", "smime"...)
 };
 
 class Engine {
