@@ -28,6 +28,7 @@
 
 #include "app/commands.h"
 #include "app/search_cli.h"
+#include "audit-api/routes.h"
 #include "common/config.h"
 #include "gateway/control/control.h"
 #include "gateway/smtp/auth.h"
@@ -224,7 +225,16 @@ int main(int argc, char** argv) {
     token_list->add_flag("--json", token_command.json, "JSON output");
     token_revoke->add_option("name", token_command.name, "The token's name")->required();
 
+    auto* api_command = app.add_subcommand("api", "The audit API");
+    api_command->require_subcommand(1);
+    auto* api_routes = api_command->add_subcommand("routes", "Every route the API serves, one per line: METHOD PATH");
+
     CLI11_PARSE(app, argc, argv);
+
+    if (*api_routes) {
+        for (const auto& route : api::ApiService::route_list()) std::cout << route << "\n";
+        return 0;
+    }
 
     if (*token_create || *token_list || *token_revoke) {
         token_command.action = *token_create ? "create" : *token_list ? "list" : "revoke";

@@ -16,6 +16,7 @@
 #include <spdlog/spdlog.h>
 
 #include "archive/chain.h"
+#include "audit-api/exports.h"
 #include "audit-api/holds.h"
 #include "search/extract.h"
 #include "search/index.h"
@@ -193,6 +194,7 @@ struct ApiService::Impl {
 
     ApiContext context;
     Holds holds;
+    std::unique_ptr<Exports> exports;  // only with an archive (not for route_list())
     std::vector<Route> routes;
     std::mutex searchers_mutex;
     std::vector<std::unique_ptr<search::Searcher>> idle_searchers;
@@ -208,7 +210,10 @@ struct ApiService::Impl {
     std::int64_t integrity_started = 0, integrity_finished = 0;
 
     explicit Impl(ApiContext c)
-        : context(std::move(c)), holds(*context.archive), routes(make_routes(context.config.api.max_body_size)) {}
+        : context(std::move(c)),
+          holds(*context.archive),
+          exports(std::make_unique<Exports>(*context.archive, holds, context.config)),
+          routes(make_routes(context.config.api.max_body_size)) {}
 
     // The one route table.
     static std::vector<Route> make_routes(std::uint64_t json_limit) {
@@ -241,6 +246,11 @@ struct ApiService::Impl {
         add(V::get, "/api/v1/holds", kHoldReaders, 0, &Impl::holds_list);
         add(V::get, "/api/v1/holds/{id}", kHoldReaders, 0, &Impl::holds_get);
         add(V::delete_, "/api/v1/holds/{id}", kLegal, json_limit, &Impl::holds_release);
+        add(V::post, "/api/v1/exports", kLegal, json_limit, &Impl::exports_create);
+        add(V::get, "/api/v1/exports", kLegal, 0, &Impl::exports_list);
+        add(V::get, "/api/v1/exports/{id}", kLegal, 0, &Impl::exports_get);
+        add(V::get, "/api/v1/exports/{id}/download", kLegal, 0, &Impl::exports_download);
+        add(V::get, "/api/v1/exports/{id}/manifest", kLegal, 0, &Impl::exports_manifest);
         add(V::get, "/api/v1/audit", kAuditors, 0, &Impl::audit);
         add(V::get, "/api/v1/integrity", kAuditors, 0, &Impl::integrity);
         add(V::get, "/api/v1/tokens", kAdmin, 0, &Impl::tokens_list);
@@ -685,6 +695,106 @@ struct ApiService::Impl {
             if (count && *count > 0) out.push_back({{"id", hold.id}, {"name", hold.name}});
         }
         return out;
+    }
+
+    // --- exports ------------------------------------------------------------------------------
+    Reply exports_create(Call& call) {
+        const Json& b = call.body;
+        if (auto ok = check_fields(b, {"name", "format", "query", "hold_id", "message_ids"}); !ok) return error_of(ok.error());
+        ExportRequest request;
+        try {
+            request.format = b.at("format").get<std::string>();
+            if (b.contains("name")) request.name = b["name"].get<std::string>();
+            if (b.contains("query")) request.query = b["query"].get<std::string>();
+            if (b.contains("hold_id")) request.hold_id = b["hold_id"].get<std::string>();
+            if (b.contains("message_ids")) request.message_ids = b["message_ids"].get<std::vector<std::string>>();
+        } catch (const Json::exception&) {
+            return error_reply(http::status::bad_request, "request.field",
+                               "format (string) is required; name, query and hold_id are strings, message_ids a list of strings");
+        }
+        auto job = exports->start(request, actor_of(call));
+        if (!job) return error_of(job.error());
+        call.subject = job->value("id", "");
+        return json_reply(*job, http::status::accepted);
+    }
+
+    Reply exports_list(Call& call) {
+        if (auto ok = check_params(call.target.params, {}); !ok) return error_of(ok.error());
+        Json out = {{"exports", Json::array()}};
+        for (auto& job : exports->list()) out["exports"].push_back(std::move(job));
+        return json_reply(out);
+    }
+
+    Reply exports_get(Call& call) {
+        call.subject = call.captures[0];
+        auto job = exports->get(call.captures[0]);
+        if (!job) return error_of(job.error());
+        return json_reply(*job);
+    }
+
+    Reply exports_manifest(Call& call) {
+        call.subject = call.captures[0];
+        auto manifest = exports->manifest(call.captures[0]);
+        if (!manifest) return not_ready_or(manifest.error());
+        return json_reply(*manifest);
+    }
+
+    static Reply not_ready_or(const Error& error) {
+        if (error.code == "export.not_ready") return error_reply(http::status::conflict, error.code, error.message);
+        return error_of(error);
+    }
+
+    // The file, or the one byte range asked for (RFC 9110 14.2: "bytes=a-b", "bytes=a-", "bytes=-n").
+    Reply exports_download(Call& call) {
+        call.subject = call.captures[0];
+        auto file = exports->file(call.captures[0]);
+        if (!file) return not_ready_or(file.error());
+        Reply reply;
+        reply.content_type = file->content_type;
+        reply.file_path = file->path;
+        reply.file_offset = 0;
+        reply.file_length = file->size;
+        reply.headers.emplace_back("Accept-Ranges", "bytes");
+        reply.headers.emplace_back("X-Postvault-SHA256", file->sha256);
+        reply.headers.emplace_back("Content-Disposition", "attachment; filename=\"" + file->filename + "\"");
+        const std::string range(call.request[http::field::range]);
+        if (range.empty()) return reply;
+        auto unsatisfiable = [&] {
+            Reply refused = error_reply(http::status::range_not_satisfiable, "request.range",
+                                        "the range is not within the file's " + std::to_string(file->size) + " bytes");
+            refused.headers.emplace_back("Content-Range", "bytes */" + std::to_string(file->size));
+            return refused;
+        };
+        if (!range.starts_with("bytes=") || range.find(',') != std::string::npos) return reply;  // ignored: whole file
+        const std::string spec = range.substr(6);
+        const std::size_t dash = spec.find('-');
+        if (dash == std::string::npos) return reply;
+        auto number = [](const std::string& text, std::uint64_t& value) {
+            if (text.empty()) return false;
+            const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+            return error == std::errc() && end == text.data() + text.size();
+        };
+        std::uint64_t first = 0, last = 0;
+        const std::string a = spec.substr(0, dash), b = spec.substr(dash + 1);
+        if (a.empty()) {  // the last n bytes
+            std::uint64_t n = 0;
+            if (!number(b, n)) return reply;
+            if (n == 0 || file->size == 0) return unsatisfiable();
+            first = n >= file->size ? 0 : file->size - n;
+            last = file->size - 1;
+        } else {
+            if (!number(a, first)) return reply;
+            if (b.empty()) last = file->size ? file->size - 1 : 0;
+            else if (!number(b, last) || last < first) return reply;
+            if (first >= file->size) return unsatisfiable();
+            last = std::min(last, file->size - 1);
+        }
+        reply.status = http::status::partial_content;
+        reply.file_offset = first;
+        reply.file_length = last - first + 1;
+        reply.headers.emplace_back("Content-Range", "bytes " + std::to_string(first) + "-" + std::to_string(last) + "/" +
+                                                        std::to_string(file->size));
+        return reply;
     }
 
     static std::optional<std::int64_t> time_param(const std::string& text) {
