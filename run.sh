@@ -20,6 +20,7 @@ fi
 listen=$(sed -n 's/^listen = \["\([^"]*\)".*/\1/p' var/postvault.toml | head -1)
 host=${listen%:*}
 port=${listen##*:}
+api=$(sed -n 's/^listen = "\([^"]*\)".*/\1/p' var/postvault.toml | head -1)
 cat <<INFO
 
 postvault is starting: SMTP on ${listen} (STARTTLS offered), data in ./var/
@@ -28,4 +29,10 @@ postvault is starting: SMTP on ${listen} (STARTTLS offered), data in ./var/
   next hop:               MX lookup; set [delivery] relayhost in var/postvault.toml, then ./run.sh reload
   stop:                   Ctrl-C (drains and exits)
 INFO
+if [[ -n "$api" ]]; then
+  cat <<INFO
+  audit API:              https://${api}/api/v1/health  (certificate: var/tls/cert.pem)
+  an API token:           ./run.sh token create --config var/postvault.toml --name you --role admin
+INFO
+fi
 exec "$binary" serve --config var/postvault.toml

@@ -153,6 +153,11 @@ retry_max = "1h"
 mode = "cleartext"
 checkpoint_interval = "60s"
 # journal_listen = ["127.0.0.1:2526"]   # an SMTP listener that only archives (journal copies)
+
+[api]
+# The HTTPS audit API (docs/api.md, docs/openapi.yaml), with the [tls] certificate. Tokens:
+#   postvault token create --config postvault.toml --name NAME --role admin|auditor|legal|reviewer
+listen = "127.0.0.1:8443"
 )";
 }
 

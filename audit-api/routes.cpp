@@ -7,7 +7,9 @@
 #include <chrono>
 #include <cmath>
 #include <ctime>
+#include <list>
 #include <map>
+#include <unordered_map>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -163,6 +165,7 @@ Status check_fields(const Json& body, std::initializer_list<std::string_view> kn
 http::status status_of(const Error& error) {
     const std::string& code = error.code;
     if (code.ends_with(".not_found")) return http::status::not_found;
+    if (code.ends_with(".exists") || code.ends_with(".released") || code.ends_with(".not_ready")) return http::status::conflict;
     if (error.is_temporary()) return http::status::service_unavailable;
     return http::status::bad_request;
 }
@@ -180,6 +183,47 @@ struct RouteMetrics {
     std::map<unsigned, std::uint64_t> statuses;  // guarded by Impl::metrics_mutex
 };
 
+// Recently read message texts for snippets: reading a message back (decrypt, decompress, MIME
+// parse, attachment text) costs far more than finding its snippet, and result pages repeat the
+// same messages (paging, the same question refined). Least recently used out past the budget.
+class TextCache {
+public:
+    explicit TextCache(std::size_t budget) : budget_(budget) {}
+
+    std::shared_ptr<const std::string> find(const std::string& id) {
+        std::lock_guard lock(mutex_);
+        auto it = entries_.find(id);
+        if (it == entries_.end()) return nullptr;
+        order_.splice(order_.begin(), order_, it->second.position);
+        return it->second.text;
+    }
+
+    void insert(const std::string& id, std::shared_ptr<const std::string> text) {
+        std::lock_guard lock(mutex_);
+        if (text->size() > budget_ / 8 || entries_.count(id)) return;
+        order_.push_front(id);
+        bytes_ += text->size() + id.size();
+        entries_[id] = {std::move(text), order_.begin()};
+        while (bytes_ > budget_ && !order_.empty()) {
+            auto last = entries_.find(order_.back());
+            bytes_ -= last->second.text->size() + last->first.size();
+            entries_.erase(last);
+            order_.pop_back();
+        }
+    }
+
+private:
+    struct Entry {
+        std::shared_ptr<const std::string> text;
+        std::list<std::string>::iterator position;
+    };
+    std::mutex mutex_;
+    std::size_t budget_;
+    std::size_t bytes_ = 0;
+    std::list<std::string> order_;  // most recent first
+    std::unordered_map<std::string, Entry> entries_;
+};
+
 }  // namespace
 
 struct ApiService::Impl {
@@ -193,6 +237,7 @@ struct ApiService::Impl {
     };
 
     ApiContext context;
+    TextCache texts{64 * 1024 * 1024};
     Holds holds;
     std::unique_ptr<Exports> exports;  // only with an archive (not for route_list())
     std::vector<Route> routes;
@@ -355,7 +400,10 @@ struct ApiService::Impl {
     }
 
     // --- routes ----------------------------------------------------------------------------
-    Reply health(Call&) { return json_reply({{"status", "ok"}}); }
+    Reply health(Call& call) {
+        if (auto ok = check_params(call.target.params, {}); !ok) return error_of(ok.error());
+        return json_reply({{"status", "ok"}});
+    }
 
     Reply run_search(Call& call, search::SearchRequest request) {
         if (request.query.empty()) return error_reply(http::status::bad_request, "request.query", "q (the query) is required");
@@ -365,11 +413,13 @@ struct ApiService::Impl {
                 return json_reply({{"total", 0}, {"results", Json::array()}, {"next_cursor", nullptr}});
             return error_of(searcher.error());
         }
-        archive::Archive* archive = context.archive;
-        auto text_of = [archive](const std::string& id) -> Result<std::string> {
-            auto bytes = archive->content(id);
+        auto text_of = [this](const std::string& id) -> Result<std::string> {
+            if (auto cached = texts.find(id)) return *cached;
+            auto bytes = context.archive->content(id);
             if (!bytes) return bytes.error();
-            return search::searchable_text(search::extract_message(*bytes));
+            auto text = std::make_shared<const std::string>(search::searchable_text(search::extract_message(*bytes)));
+            texts.insert(id, text);
+            return *text;
         };
         auto result = searcher->searcher->search(request, text_of);
         if (!result) return error_of(result.error());
@@ -484,6 +534,11 @@ struct ApiService::Impl {
         if (queries.empty() || queries.size() > 1000)
             return error_reply(http::status::bad_request, "request.field", "queries must hold 1 to 1000 queries");
         auto searcher = lease(call);
+        if (!searcher && searcher.error().code == "search.not_found") {  // no index yet: nothing matches
+            search::TermReport empty;
+            for (const auto& query : queries) empty.rows.push_back({query, 0, 0, 0, {}});
+            return json_reply(search::report_json(empty));
+        }
         if (!searcher) return error_of(searcher.error());
         auto report = searcher->searcher->term_report(queries, exact);
         if (!report) return error_of(report.error());
@@ -494,6 +549,7 @@ struct ApiService::Impl {
     std::optional<Reply> check_message(Call& call) {
         const std::string& id = call.captures.at(0);
         call.subject = id;
+        if (auto ok = check_params(call.target.params, {}); !ok) return error_of(ok.error());
         if (!valid_id(id)) return error_reply(http::status::bad_request, "request.id", "a message id is letters and digits");
         auto record = context.archive->metadata(id);
         if (!record) return error_of(record.error());
@@ -656,6 +712,7 @@ struct ApiService::Impl {
 
     Reply holds_get(Call& call) {
         call.subject = call.captures[0];
+        if (auto ok = check_params(call.target.params, {}); !ok) return error_of(ok.error());
         auto hold = holds.get(call.captures[0]);
         if (!hold) return error_of(hold.error());
         Json out = to_json(*hold);
@@ -674,10 +731,7 @@ struct ApiService::Impl {
             if (auto ok = check_fields(call.body, {"reason"}); !ok) return error_of(ok.error());
             if (call.body.contains("reason") && call.body["reason"].is_string()) reason = call.body["reason"].get<std::string>();
         }
-        if (auto released = holds.release(call.captures[0], actor_of(call), reason); !released) {
-            if (released.error().code == "hold.released") return error_reply(http::status::conflict, released.error().code, released.error().message);
-            return error_of(released.error());
-        }
+        if (auto released = holds.release(call.captures[0], actor_of(call), reason); !released) return error_of(released.error());
         auto hold = holds.get(call.captures[0]);
         if (!hold) return error_of(hold.error());
         return json_reply(to_json(*hold));
@@ -727,6 +781,7 @@ struct ApiService::Impl {
 
     Reply exports_get(Call& call) {
         call.subject = call.captures[0];
+        if (auto ok = check_params(call.target.params, {}); !ok) return error_of(ok.error());
         auto job = exports->get(call.captures[0]);
         if (!job) return error_of(job.error());
         return json_reply(*job);
@@ -734,21 +789,18 @@ struct ApiService::Impl {
 
     Reply exports_manifest(Call& call) {
         call.subject = call.captures[0];
+        if (auto ok = check_params(call.target.params, {}); !ok) return error_of(ok.error());
         auto manifest = exports->manifest(call.captures[0]);
-        if (!manifest) return not_ready_or(manifest.error());
+        if (!manifest) return error_of(manifest.error());
         return json_reply(*manifest);
-    }
-
-    static Reply not_ready_or(const Error& error) {
-        if (error.code == "export.not_ready") return error_reply(http::status::conflict, error.code, error.message);
-        return error_of(error);
     }
 
     // The file, or the one byte range asked for (RFC 9110 14.2: "bytes=a-b", "bytes=a-", "bytes=-n").
     Reply exports_download(Call& call) {
         call.subject = call.captures[0];
+        if (auto ok = check_params(call.target.params, {}); !ok) return error_of(ok.error());
         auto file = exports->file(call.captures[0]);
-        if (!file) return not_ready_or(file.error());
+        if (!file) return error_of(file.error());
         Reply reply;
         reply.content_type = file->content_type;
         reply.file_path = file->path;
@@ -936,11 +988,13 @@ struct ApiService::Impl {
 
     Reply tokens_revoke(Call& call) {
         call.subject = call.captures[0];
+        if (auto ok = check_params(call.target.params, {}); !ok) return error_of(ok.error());
         if (auto revoked = context.tokens->revoke(call.captures[0]); !revoked) return error_of(revoked.error());
         return json_reply({{"revoked", call.captures[0]}});
     }
 
-    Reply metrics_text(Call&) {
+    Reply metrics_text(Call& call) {
+        if (auto ok = check_params(call.target.params, {}); !ok) return error_of(ok.error());
         std::string out;
         out += "# HELP postvault_api_request_duration_seconds Audit API request latency by route.\n";
         out += "# TYPE postvault_api_request_duration_seconds histogram\n";
@@ -1021,7 +1075,18 @@ Reply ApiService::handle(const Request& request, const Client& client) {
     bool path_known = false;
     const Impl::Route* route = impl.find(request.method(), *target, captures, path_known);
     if (!route) {
-        if (path_known) return error_reply(http::status::method_not_allowed, "request.method", "method not allowed here");
+        if (path_known) {
+            Reply refused = error_reply(http::status::method_not_allowed, "request.method", "method not allowed here");
+            std::string allow;
+            for (const auto& other : impl.routes) {
+                std::vector<std::string> ignored;
+                bool known = false;
+                if (impl.find(other.method, *target, ignored, known) == &other)
+                    allow += (allow.empty() ? "" : ", ") + std::string(http::to_string(other.method));
+            }
+            refused.headers.emplace_back("Allow", allow);
+            return refused;
+        }
         return error_reply(http::status::not_found, "request.route", "no such route");
     }
     Call call{request, client, *target, std::move(captures), std::nullopt, Json(), ""};

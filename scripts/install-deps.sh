@@ -18,6 +18,7 @@ TEST_PACKAGES=(
   libnet-ssleay-perl libio-socket-ssl-perl postfix python3 python3-aiosmtpd openssl zstd tar procps iproute2
   rocksdb-tools gpg-agent
   notmuch maildir-utils poppler-utils python3-snowballstemmer
+  curl unzip python3-yaml wrk
 )
 
 with_tests=0

@@ -106,6 +106,8 @@ std::optional<std::string> from_hex(std::string_view hex) {
 
 }  // namespace
 
+constexpr std::size_t kSnippetTextBytes = 64 * 1024;  // of a message's text, searched for its snippet
+
 struct Searcher::Impl {
     std::string directory;
     Xapian::Database db;
@@ -301,8 +303,16 @@ Result<SearchResult> Searcher::search(const SearchRequest& request, const TextOf
             if (text_of) {
                 auto text = text_of(hit.id);
                 if (text) {
-                    hit.snippet = mset.snippet(*text, 240, impl_->stemmer,
-                                               Xapian::MSet::SNIPPET_BACKGROUND_MODEL | Xapian::MSet::SNIPPET_EXHAUSTIVE,
+                    // Neither Xapian's background model (it looks up the frequency of every word
+                    // of the text in the index: tens of block reads per hit) nor an exhaustive
+                    // scan: the first good passage with the query's words will do, from at most
+                    // kSnippetTextBytes of text (cut on a character boundary).
+                    if (text->size() > kSnippetTextBytes) {
+                        std::size_t cut = kSnippetTextBytes;
+                        while (cut > 0 && (static_cast<unsigned char>((*text)[cut]) & 0xC0) == 0x80) --cut;
+                        text->resize(cut);
+                    }
+                    hit.snippet = mset.snippet(*text, 240, impl_->stemmer, 0,
                                                request.html ? "<b>" : "[", request.html ? "</b>" : "]", "…");
                     if (!request.html) hit.snippet = unescape_html(hit.snippet);
                 }
