@@ -43,21 +43,15 @@ nlohmann::json run_token_request(api::TokenStore& tokens, archive::Archive& stor
     if (command == "token.create") {
         auto role = api::parse_role(request.value("role", std::string()));
         if (!role) return control::error_json(role.error());
-        auto made = tokens.create(name, *role, request.value("expires", std::int64_t{0}),
-                                  request.value("custodians", std::vector<std::string>{}),
-                                  request.value("domains", std::vector<std::string>{}));
+        auto made = api::create_token_on_record(tokens, store, name, *role, request.value("expires", std::int64_t{0}),
+                                                request.value("custodians", std::vector<std::string>{}),
+                                                request.value("domains", std::vector<std::string>{}), actor);
         if (!made) return control::error_json(made.error());
-        nlohmann::json detail = api::to_json(made->token);
-        detail["action"] = "create";
-        if (auto recorded = store.record_event("token", name, actor, detail.dump()); !recorded) {
-            (void)tokens.revoke(name);  // not on the record: not usable either
-            return control::error_json(recorded.error());
-        }
         return {{"ok", true}, {"token", made->secret}, {"info", api::to_json(made->token)}};
     }
     if (command == "token.revoke") {
-        if (auto revoked = tokens.revoke(name); !revoked) return control::error_json(revoked.error());
-        (void)store.record_event("token", name, actor, nlohmann::json{{"action", "revoke"}}.dump());
+        if (auto revoked = api::revoke_token_on_record(tokens, store, name, actor); !revoked)
+            return control::error_json(revoked.error());
         return {{"ok", true}};
     }
     return control::error_json(Error::permanent("control.unknown", "unknown command " + command));

@@ -77,6 +77,16 @@ std::int64_t now_micros() {
         .count();
 }
 
+// verify() reads the store as of one moment (writes go on beside it): while set, this thread's
+// reads use this RocksDB snapshot.
+thread_local const rocksdb::Snapshot* thread_snapshot = nullptr;
+
+rocksdb::ReadOptions read_options() {
+    rocksdb::ReadOptions options;
+    options.snapshot = thread_snapshot;
+    return options;
+}
+
 std::string seq_key(std::uint64_t seq) {
     std::string key(8, '\0');
     for (int i = 7; i >= 0; --i) {
@@ -346,7 +356,7 @@ struct Archive::Impl {
 
     Result<std::optional<std::string>> read(std::size_t column, const std::string& key) const {
         std::string value;
-        const auto status = db->Get(rocksdb::ReadOptions(), cf(column), key, &value);
+        const auto status = db->Get(read_options(), cf(column), key, &value);
         if (status.IsNotFound()) return std::optional<std::string>();
         if (!status.ok()) return io_error(status);
         return std::optional<std::string>(std::move(value));
@@ -1296,6 +1306,21 @@ VerifyReport Archive::verify(const Progress& progress) {
         report.ok = false;
         if (report.problems.size() < kMaxProblems) report.problems.push_back(std::move(text));
     };
+    // One moment: a snapshot of the store and the committer's state as written with it. (A
+    // reader's secondary instance has no snapshots and needs none: it moves only at refresh().)
+    struct Snapshot {
+        rocksdb::DB* db;
+        const rocksdb::Snapshot* snapshot;
+        ~Snapshot() {
+            thread_snapshot = nullptr;
+            if (snapshot) db->ReleaseSnapshot(snapshot);
+        }
+    } snapshot{impl.db.get(), impl.mode == OpenMode::writer ? impl.db->GetSnapshot() : nullptr};
+    thread_snapshot = snapshot.snapshot;
+    ChainState at_snapshot;
+    if (auto text = impl.read(kMeta, "chain"); text && *text) {
+        if (auto decoded = ChainState::decode(**text)) at_snapshot = *decoded;
+    }
     try {
         // 1. The chain: contiguous, linked, and matching every signed checkpoint.
         std::map<std::string, std::pair<std::uint64_t, std::string>> last_record;  // id -> (seq, record hash)
@@ -1305,7 +1330,7 @@ VerifyReport Archive::verify(const Progress& progress) {
         std::map<std::string, std::string> seals;  // escrow group blob -> SHA-256 of its sealed bytes
         std::map<std::uint64_t, Checkpoint> checkpoints;
         {
-            std::unique_ptr<rocksdb::Iterator> it(impl.db->NewIterator(rocksdb::ReadOptions(), impl.cf(kCheckpoints)));
+            std::unique_ptr<rocksdb::Iterator> it(impl.db->NewIterator(read_options(), impl.cf(kCheckpoints)));
             for (it->SeekToFirst(); it->Valid(); it->Next()) {
                 auto checkpoint = decode_checkpoint(it->value().ToString());
                 if (!checkpoint) {
@@ -1322,7 +1347,7 @@ VerifyReport Archive::verify(const Progress& progress) {
         Hash head{};
         MerkleFrontier frontier;
         std::uint64_t expected = 0;
-        std::unique_ptr<rocksdb::Iterator> it(impl.db->NewIterator(rocksdb::ReadOptions(), impl.cf(kChain)));
+        std::unique_ptr<rocksdb::Iterator> it(impl.db->NewIterator(read_options(), impl.cf(kChain)));
         bool chain_broken = false;
         auto check_checkpoint = [&](std::uint64_t size) {
             auto found = checkpoints.find(size);
@@ -1388,10 +1413,10 @@ VerifyReport Archive::verify(const Progress& progress) {
                 last_record[entry->subject] = {key_seq, entry->record};
         }
         (void)chain_broken;
-        if (expected < impl.state.next_seq)
+        if (expected < at_snapshot.next_seq)
             problem("the chain ends at entry " + std::to_string(expected) + " but the archive recorded " +
-                    std::to_string(impl.state.next_seq) + " entries: entries were removed from the end");
-        else if (report.entries > 0 && head != impl.state.head && expected == impl.state.next_seq)
+                    std::to_string(at_snapshot.next_seq) + " entries: entries were removed from the end");
+        else if (report.entries > 0 && head != at_snapshot.head && expected == at_snapshot.next_seq)
             problem("the last chain entry does not match the archive's recorded head");
         if (!checkpoints.empty() && checkpoints.rbegin()->first > expected)
             problem("a signed checkpoint covers " + std::to_string(checkpoints.rbegin()->first) +
@@ -1400,7 +1425,7 @@ VerifyReport Archive::verify(const Progress& progress) {
         // 2. Records: each matches the last chain entry that wrote it; none missing.
         std::uint64_t total = 0;
         {
-            std::unique_ptr<rocksdb::Iterator> count(impl.db->NewIterator(rocksdb::ReadOptions(), impl.cf(kMessages)));
+            std::unique_ptr<rocksdb::Iterator> count(impl.db->NewIterator(read_options(), impl.cf(kMessages)));
             for (count->SeekToFirst(); count->Valid(); count->Next()) ++total;
         }
         const bool can_read_content = !impl.escrow || [&] {
@@ -1411,7 +1436,7 @@ VerifyReport Archive::verify(const Progress& progress) {
             report.notes.push_back("content not decrypted (escrow mode, no escrow key presented): checked the "
                                    "sealed blobs against the SHA-256 on their seal entries instead");
         std::set<std::string> seen;
-        std::unique_ptr<rocksdb::Iterator> records(impl.db->NewIterator(rocksdb::ReadOptions(), impl.cf(kMessages)));
+        std::unique_ptr<rocksdb::Iterator> records(impl.db->NewIterator(read_options(), impl.cf(kMessages)));
         for (records->SeekToFirst(); records->Valid(); records->Next()) {
             const std::string id = records->key().ToString();
             const std::string text = records->value().ToString();

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <mutex>
 #include <set>
@@ -22,6 +23,7 @@ using tcp = asio::ip::tcp;
 using Stream = beast::ssl_stream<beast::tcp_stream>;
 using Strand = asio::strand<asio::io_context::executor_type>;
 constexpr std::size_t kFileChunk = 64 * 1024;
+constexpr std::size_t kMaxDrain = 16 * 1024 * 1024;  // bytes read and dropped after a 413
 
 http::response<http::string_body> make_response(const Reply& reply, unsigned version, bool keep_alive) {
     http::response<http::string_body> response{reply.status, version};
@@ -209,7 +211,12 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
                 }
             }
             if (error) {
-                if (auto reply = read_failure_reply(error)) co_await write_reply(*stream, *reply, 11, false);
+                if (auto reply = read_failure_reply(error)) {
+                    co_await write_reply(*stream, *reply, 11, false);
+                    // A client that sends its whole body before reading would get a reset, and
+                    // lose the 413, if we closed with its bytes unread (RFC 9112 9.6).
+                    if (error == http::error::body_limit) co_await drain(*stream);
+                }
                 break;
             }
             Request request = parser.release();
@@ -233,6 +240,20 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
             }
         }
         co_await shutdown(*stream);
+    }
+
+    // Reads and drops what the client still sends, for at most 2 s and kMaxDrain bytes.
+    asio::awaitable<void> drain(Stream& stream) {
+        std::array<char, 16384> sink;
+        std::size_t total = 0;
+        boost::system::error_code error;
+        beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(2));
+        while (total < kMaxDrain) {
+            const std::size_t got =
+                co_await stream.async_read_some(asio::buffer(sink), asio::redirect_error(asio::use_awaitable, error));
+            if (error) break;
+            total += got;
+        }
     }
 
     asio::awaitable<void> shutdown(Stream& stream) {

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <ctime>
 #include <list>
 #include <map>
@@ -352,6 +353,7 @@ struct ApiService::Impl {
                 idle_searchers.pop_back();
             }
         }
+        if (lease.searcher && !lease.searcher->refresh()) lease.searcher.reset();  // see the latest commit
         if (!lease.searcher) {
             auto opened = search::Searcher::open(context.config.search.directory, context.config.search.language);
             if (!opened) return opened.error();
@@ -555,7 +557,7 @@ struct ApiService::Impl {
         if (!record) return error_of(record.error());
         auto seen = visible(call, id);
         if (!seen) return error_of(seen.error());
-        if (!*seen) return error_reply(http::status::not_found, "archive.not_found", "no message " + id);
+        if (!*seen) return error_reply(http::status::not_found, "archive.not_found", "no archived message " + id);  // as if absent
         return std::nullopt;
     }
 
@@ -652,9 +654,15 @@ struct ApiService::Impl {
         Reply reply;
         reply.content_type = data->entry.content_type.empty() ? "application/octet-stream" : data->entry.content_type;
         std::string name = data->entry.filename.empty() ? id + "-" + text : data->entry.filename;
-        std::string safe;
-        for (unsigned char c : name) safe += (c < 0x20 || c == '"' || c == '\\' || c >= 0x7f) ? '_' : static_cast<char>(c);
-        reply.headers.emplace_back("Content-Disposition", "attachment; filename=\"" + safe + "\"");
+        // An ASCII fallback and the exact UTF-8 name (RFC 6266, RFC 8187).
+        std::string safe, encoded;
+        for (unsigned char c : name) {
+            safe += (c < 0x20 || c == '"' || c == '\\' || c >= 0x7f) ? '_' : static_cast<char>(c);
+            if (std::isalnum(c) || std::strchr("!#$&+-.^_`|~", c)) encoded += static_cast<char>(c);
+            else encoded += fmt::format("%{:02X}", c);
+        }
+        reply.headers.emplace_back("Content-Disposition",
+                                   "attachment; filename=\"" + safe + "\"; filename*=UTF-8''" + encoded);
         reply.headers.emplace_back("X-Postvault-SHA256", archive::to_hex(archive::sha256(data->bytes)));
         reply.body = std::move(data->bytes);
         return reply;
@@ -979,7 +987,8 @@ struct ApiService::Impl {
         auto role = parse_role(role_text);
         if (!role) return error_of(role.error());
         call.subject = name;
-        auto made = context.tokens->create(name, *role, expires, custodians, domains);
+        auto made = create_token_on_record(*context.tokens, *context.archive, name, *role, expires, custodians, domains,
+                                           actor_of(call));
         if (!made) return error_of(made.error());
         Json out = to_json(made->token);
         out["token"] = made->secret;
@@ -989,7 +998,8 @@ struct ApiService::Impl {
     Reply tokens_revoke(Call& call) {
         call.subject = call.captures[0];
         if (auto ok = check_params(call.target.params, {}); !ok) return error_of(ok.error());
-        if (auto revoked = context.tokens->revoke(call.captures[0]); !revoked) return error_of(revoked.error());
+        if (auto revoked = revoke_token_on_record(*context.tokens, *context.archive, call.captures[0], actor_of(call)); !revoked)
+            return error_of(revoked.error());
         return json_reply({{"revoked", call.captures[0]}});
     }
 
@@ -1063,7 +1073,8 @@ std::uint64_t ApiService::body_limit(const Request& header) {
     std::vector<std::string> captures;
     bool known = false;
     const Impl::Route* route = impl_->find(header.method(), *target, captures, known);
-    return route ? route->body_limit : 0;
+    // No such route: read a small body anyway, so that the answer is the 404 or 405 it deserves.
+    return route ? route->body_limit : std::min<std::uint64_t>(impl_->context.config.api.max_body_size, 64 * 1024);
 }
 
 Reply ApiService::handle(const Request& request, const Client& client) {
@@ -1130,9 +1141,10 @@ Reply ApiService::handle(const Request& request, const Client& client) {
                    {"client", client.address}};
     if (call.token) detail["role"] = std::string(role_name(call.token->role));
     if (!request.body().empty() && request.body().size() <= 8192) {
-        Json body = call.body;
+        Json body = call.body.is_null() ? Json::parse(request.body(), nullptr, false) : call.body;
+        if (body.is_discarded()) body = request.body();  // not JSON: the text as sent
         if (body.is_object() && body.contains("token")) body.erase("token");
-        detail["body"] = body.is_discarded() ? Json(nullptr) : body;
+        detail["body"] = body;
     }
     const std::string actor = call.token ? call.token->name : "-";
     if (auto recorded = impl.context.archive->record_event("api", call.subject, actor, dump(detail)); !recorded) {

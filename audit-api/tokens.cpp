@@ -17,6 +17,7 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
+#include "archive/archive.h"
 #include "archive/chain.h"
 #include "common/mail.h"
 
@@ -232,6 +233,26 @@ std::optional<Token> TokenStore::authenticate(std::string_view secret, std::int6
         return token;
     }
     return std::nullopt;
+}
+
+Result<NewToken> create_token_on_record(TokenStore& tokens, archive::Archive& archive, const std::string& name,
+                                        Role role, std::int64_t expires, std::vector<std::string> custodians,
+                                        std::vector<std::string> domains, const std::string& actor) {
+    auto made = tokens.create(name, role, expires, std::move(custodians), std::move(domains));
+    if (!made) return made.error();
+    nlohmann::json detail = to_json(made->token);
+    detail["action"] = "create";
+    if (auto recorded = archive.record_event("token", name, actor, detail.dump()); !recorded) {
+        (void)tokens.revoke(name);
+        return recorded.error();
+    }
+    return made;
+}
+
+Status revoke_token_on_record(TokenStore& tokens, archive::Archive& archive, const std::string& name,
+                              const std::string& actor) {
+    if (auto revoked = tokens.revoke(name); !revoked) return revoked;
+    return archive.record_event("token", name, actor, nlohmann::json{{"action", "revoke"}}.dump());
 }
 
 }  // namespace postvault::api

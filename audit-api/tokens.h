@@ -29,6 +29,10 @@
 
 #include "common/result.h"
 
+namespace postvault::archive {
+class Archive;
+}
+
 namespace postvault::api {
 
 enum class Role { admin, auditor, legal, reviewer };
@@ -76,5 +80,14 @@ private:
     std::int64_t loaded_mtime_ns_ = -1;
     std::int64_t loaded_size_ = -1;
 };
+
+// Creating and revoking with the change on the archive's hash chain ("token" events, subject =
+// the name, actor = who): the one way the command line, the control socket and the API do it.
+// A token whose event cannot be recorded is revoked again (not usable off the record).
+Result<NewToken> create_token_on_record(TokenStore& tokens, archive::Archive& archive, const std::string& name,
+                                        Role role, std::int64_t expires, std::vector<std::string> custodians,
+                                        std::vector<std::string> domains, const std::string& actor);
+Status revoke_token_on_record(TokenStore& tokens, archive::Archive& archive, const std::string& name,
+                              const std::string& actor);
 
 }  // namespace postvault::api

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 #include <unordered_map>
@@ -114,6 +115,7 @@ struct Searcher::Impl {
     std::string language = "english";
     Xapian::Stem stemmer{"english"};
     std::optional<Xapian::Query> scope;  // restrict_to()
+    std::string stub_text;               // the "current" stub as last opened
 
     // Runs `work`, reopening once or twice when the writer's commits overtook this reader.
     template <typename Work>
@@ -166,6 +168,8 @@ Result<std::unique_ptr<Searcher>> Searcher::open(const std::string& directory, c
         return Error::permanent("search.config", "search.language: no stemmer for '" + language + "'");
     }
     try {
+        std::ifstream in(stub);
+        searcher->impl_->stub_text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
         searcher->impl_->db = Xapian::Database(stub.string());
     } catch (const Xapian::Error& e) {
         return xapian_error("opening the search index " + directory, e);
@@ -178,6 +182,23 @@ std::uint64_t Searcher::document_count() {
         return impl_->db.get_doccount();
     } catch (const Xapian::Error&) {
         return 0;
+    }
+}
+
+Status Searcher::refresh() {
+    const std::filesystem::path stub = std::filesystem::path(impl_->directory) / "current";
+    std::ifstream in(stub);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    try {
+        if (text != impl_->stub_text) {  // a rebuilt or compacted database is live now
+            impl_->db = Xapian::Database(stub.string());
+            impl_->stub_text = text;
+        } else {
+            impl_->db.reopen();
+        }
+        return Status::success();
+    } catch (const Xapian::Error& e) {
+        return xapian_error("reopening the search index", e);
     }
 }
 

@@ -84,6 +84,9 @@ public:
     Result<std::uint64_t> count(const std::string& query, bool exact = false, std::int64_t now = 0);
     Result<SearchResult> search(const SearchRequest& request, const TextOf& text_of = {});
     Result<TermReport> term_report(const std::vector<std::string>& queries, bool exact = false);
+    // Sees the writer's latest commit (and a database rebuilt or compacted since): a Searcher
+    // kept for many queries calls this before each. Cheap when nothing changed.
+    Status refresh();
     // Every archive id the index holds (for checks and tests).
     std::uint64_t document_count();
     // Limits every later count, search and term report (families included) to the messages
