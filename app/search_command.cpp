@@ -41,7 +41,7 @@ std::string dump(const nlohmann::json& j, int indent = -1) {
 class ArchiveTexts {
 public:
     ArchiveTexts(const Config& config, const std::string& escrow_key) : config_(config), escrow_key_(escrow_key) {}
-    Result<std::string> operator()(const std::string& id) {
+    Result<std::shared_ptr<const std::string>> operator()(const std::string& id) {
         if (!opened_) {
             opened_ = true;
             auto archive = archive::Archive::open(config_.archive, archive::OpenMode::reader);
@@ -58,7 +58,7 @@ public:
         if (!archive_) return Error::temporary("archive.closed", "the archive cannot be read");
         auto bytes = archive_->content(id);
         if (!bytes) return bytes.error();
-        return search::searchable_text(search::extract_message(*bytes));
+        return std::make_shared<const std::string>(search::searchable_text(search::extract_message(*bytes)));
     }
 
 private:

@@ -269,7 +269,8 @@ int run_serve(const std::string& config_path) {
         tokens = std::make_unique<api::TokenStore>(config->api.tokens_file);
         for (auto& [name, command] : token_control_commands(*tokens, *archive)) handlers.commands[name] = command;
     }
-    asio::thread_pool api_workers(4);
+    // More threads than cores: each request waits for its audit record's synced write.
+    asio::thread_pool api_workers(16);
     std::unique_ptr<api::ApiService> api_service;
     std::unique_ptr<api::HttpServer> api_server;
     if (archive && !config->api.listen.empty()) {

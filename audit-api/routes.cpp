@@ -415,13 +415,13 @@ struct ApiService::Impl {
                 return json_reply({{"total", 0}, {"results", Json::array()}, {"next_cursor", nullptr}});
             return error_of(searcher.error());
         }
-        auto text_of = [this](const std::string& id) -> Result<std::string> {
-            if (auto cached = texts.find(id)) return *cached;
+        auto text_of = [this](const std::string& id) -> Result<std::shared_ptr<const std::string>> {
+            if (auto cached = texts.find(id)) return cached;
             auto bytes = context.archive->content(id);
             if (!bytes) return bytes.error();
             auto text = std::make_shared<const std::string>(search::searchable_text(search::extract_message(*bytes)));
             texts.insert(id, text);
-            return *text;
+            return text;
         };
         auto result = searcher->searcher->search(request, text_of);
         if (!result) return error_of(result.error());

@@ -74,7 +74,8 @@ struct TermReport {
     std::uint64_t total_with_family = 0;
 };
 
-using TextOf = std::function<Result<std::string>(const std::string& id)>;
+// A message's text for its snippet (shared: callers may keep texts in a cache).
+using TextOf = std::function<Result<std::shared_ptr<const std::string>>(const std::string& id)>;
 
 class Searcher {
 public:
