@@ -52,6 +52,9 @@ int main(int argc, char** argv) {
     bool count = false;
     if (is(command, "search") && !is(action, "reindex") && !is(action, "report"))
         for (int i = 2; i < argc; ++i) count = count || is(argv[i], "--count");
+    // hold:NAME needs the archive's legal holds, which only postvault-core reads.
+    for (int i = 2; count && i < argc; ++i)
+        if (strcasestr(argv[i], "hold:") != nullptr) count = false;
     const bool bulk = is(command, "serve") ||
                       (is(command, "archive") && (is(action, "import") || is(action, "compact") ||
                                                   is(action, "verify") || is(action, "backup"))) ||

@@ -4,6 +4,8 @@
 // report). The `postvault` launcher picks one (app/launcher.cpp); both parse alike.
 #pragma once
 
+#include <functional>
+#include <optional>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -64,7 +66,10 @@ inline SearchSubcommands add_search_subcommand(CLI::App& app, SearchCommand& com
 }
 
 // Exit status: 0 found (or counted), 1 error, 2 bad query or usage.
-int run_search_count(const SearchCommand& command);
+// `hold_queries`: how hold:NAME finds a hold's query (postvault-core reads the archive's holds;
+// postvault-search has none, and the launcher sends queries naming hold: to postvault-core).
+int run_search_count(const SearchCommand& command,
+                     std::function<std::optional<std::string>(const std::string&)> hold_queries = {});
 int run_search(const SearchCommand& command);  // postvault-core only
 
 }  // namespace postvault::app

@@ -15,6 +15,7 @@
 #include "app/search_cli.h"
 #include "archive/archive.h"
 #include "archive/escrow.h"
+#include "audit-api/holds.h"
 #include "common/config.h"
 #include "gateway/control/control.h"
 #include "search/extract.h"
@@ -37,16 +38,18 @@ std::string dump(const nlohmann::json& j, int indent = -1) {
     return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-// Texts for snippets, from the archive's read-only handle (opened on first use).
-class ArchiveTexts {
+// The archive's read-only handle, opened on first use: texts for snippets and the legal holds
+// that hold:NAME searches for.
+class ArchiveReader {
 public:
-    ArchiveTexts(const Config& config, const std::string& escrow_key) : config_(config), escrow_key_(escrow_key) {}
-    Result<std::shared_ptr<const std::string>> operator()(const std::string& id) {
+    ArchiveReader(const Config& config, const std::string& escrow_key) : config_(config), escrow_key_(escrow_key) {}
+
+    archive::Archive* archive() {
         if (!opened_) {
             opened_ = true;
-            auto archive = archive::Archive::open(config_.archive, archive::OpenMode::reader);
-            if (archive) {
-                archive_ = std::move(*archive);
+            auto opened = archive::Archive::open(config_.archive, archive::OpenMode::reader);
+            if (opened) {
+                archive_ = std::move(*opened);
                 if (!escrow_key_.empty()) {
                     auto decryptor = archive::EscrowDecryptor::open(escrow_key_);
                     if (decryptor)
@@ -55,10 +58,19 @@ public:
                 }
             }
         }
-        if (!archive_) return Error::temporary("archive.closed", "the archive cannot be read");
+        return archive_.get();
+    }
+
+    Result<std::shared_ptr<const std::string>> text(const std::string& id) {
+        if (!archive()) return Error::temporary("archive.closed", "the archive cannot be read");
         auto bytes = archive_->content(id);
         if (!bytes) return bytes.error();
         return std::make_shared<const std::string>(search::searchable_text(search::extract_message(*bytes)));
+    }
+
+    std::optional<std::string> hold_query(const std::string& name) {
+        if (!archive()) return std::nullopt;
+        return api::Holds(*archive_).active_query(name);
     }
 
 private:
@@ -83,8 +95,9 @@ int run_query(const Config& config, const SearchCommand& command) {
     request.cursor = command.cursor;
     request.facets = command.facets;
     request.html = command.html;
-    ArchiveTexts texts(config, command.escrow_key);
-    auto result = (*searcher)->search(request, [&texts](const std::string& id) { return texts(id); });
+    ArchiveReader reader(config, command.escrow_key);
+    (*searcher)->set_hold_queries([&reader](const std::string& name) { return reader.hold_query(name); });
+    auto result = (*searcher)->search(request, [&reader](const std::string& id) { return reader.text(id); });
     if (!result) return search_failure(result.error());
 
     if (command.json) {
@@ -202,11 +215,14 @@ int run_reindex(const Config& config, const SearchCommand& command) {
 }  // namespace
 
 int run_search(const SearchCommand& command) {
-    if (command.action == "query" && command.count) return run_search_count(command);
     auto config = load_config(command.config_path);
     if (!config) {
         std::cerr << config.error().message << "\n";
         return 1;
+    }
+    if (command.action == "query" && command.count) {
+        ArchiveReader reader(*config, command.escrow_key);
+        return run_search_count(command, [&reader](const std::string& name) { return reader.hold_query(name); });
     }
     if (command.action == "reindex") return run_reindex(*config, command);
     if (command.action == "report") return run_report(*config, command);

@@ -13,7 +13,8 @@ int search_failure(const Error& error) {
     return error.code == "search.query" || error.code == "search.wildcard" || error.code == "search.request" ? 2 : 1;
 }
 
-int run_search_count(const SearchCommand& command) {
+int run_search_count(const SearchCommand& command,
+                     std::function<std::optional<std::string>(const std::string&)> hold_queries) {
     auto config = load_config(command.config_path);
     if (!config) {
         std::cerr << config.error().message << "\n";
@@ -25,6 +26,7 @@ int run_search_count(const SearchCommand& command) {
     }
     auto searcher = search::Searcher::open(config->search.directory, config->search.language);
     if (!searcher) return search_failure(searcher.error());
+    if (hold_queries) (*searcher)->set_hold_queries(std::move(hold_queries));
     auto count = (*searcher)->count(command.query, command.exact);
     if (!count) return search_failure(count.error());
     std::cout << *count << "\n";

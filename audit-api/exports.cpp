@@ -176,6 +176,7 @@ Result<Json> Exports::start(const ExportRequest& request, const std::string& act
             job->selection = request.query;
         }
         auto searcher = search::Searcher::open(config_.search.directory, config_.search.language);
+        if (searcher) (*searcher)->set_hold_queries([this](const std::string& name) { return holds_.active_query(name); });
         if (!searcher) {
             if (searcher.error().code != "search.not_found") return searcher.error();
             job->total = 0;
@@ -273,6 +274,7 @@ void Exports::execute(Job& job) {
         for (const auto& id : job.request.message_ids) items.emplace_back(id, std::string());
     } else if (job.total > 0) {
         auto searcher = search::Searcher::open(config_.search.directory, config_.search.language);
+        if (searcher) (*searcher)->set_hold_queries([this](const std::string& name) { return holds_.active_query(name); });
         if (!searcher) return fail(searcher.error().message);
         search::SearchRequest page;
         page.query = job.selection;

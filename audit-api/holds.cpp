@@ -120,6 +120,12 @@ std::vector<Hold> Holds::list() const {
     return out;
 }
 
+std::optional<std::string> Holds::active_query(const std::string& name_or_id) const {
+    for (const auto& hold : list())
+        if (!hold.released && (hold.id == name_or_id || hold.name == name_or_id)) return hold_query(hold);
+    return std::nullopt;
+}
+
 Status Holds::release(const std::string& id, const std::string& actor, const std::string& reason) {
     auto hold = get(id);
     if (!hold) return hold.error();

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -48,6 +49,8 @@ public:
     Result<Hold> get(const std::string& id) const;
     std::vector<Hold> list() const;
     Status release(const std::string& id, const std::string& actor, const std::string& reason);
+    // The query of the active hold with this name or id (what `hold:NAME` searches for).
+    std::optional<std::string> active_query(const std::string& name_or_id) const;
 
 private:
     archive::Archive& archive_;

@@ -358,6 +358,7 @@ struct ApiService::Impl {
             auto opened = search::Searcher::open(context.config.search.directory, context.config.search.language);
             if (!opened) return opened.error();
             lease.searcher = std::move(*opened);
+            lease.searcher->set_hold_queries([this](const std::string& name) { return holds.active_query(name); });
         }
         if (call.token && call.token->role == Role::reviewer)
             if (auto scoped = lease.searcher->restrict_to(scope_query(*call.token)); !scoped) return scoped.error();

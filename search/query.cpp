@@ -944,6 +944,7 @@ private:
                 return Node{std::move(*query), false, std::move(operand), token.column};
             }
             case QueryField::Kind::boolean: {
+                if (field->name == "hold" && options_.hold_query) return hold_node(trim(value), token, column);
                 std::string folded = fold_text(trim(value));
                 if (field->name == "domain" && folded.starts_with('@')) folded.erase(0, 1);
                 if (folded.empty()) return query_error(column, "empty value after '" + token.field + ":'");
@@ -963,6 +964,19 @@ private:
                 break;
         }
         return query_error(column, "internal: unhandled field kind");
+    }
+
+    // hold:NAME: the messages the legal hold covers, by its own query (parsed with these
+    // options, but no further holds: a hold's query cannot name another hold).
+    Result<Node> hold_node(const std::string& name, const Token& token, std::size_t column) const {
+        if (name.empty()) return query_error(column, "empty value after '" + token.field + ":'");
+        const auto text = options_.hold_query(name);
+        if (!text) return query_error(column, "no legal hold named '" + name + "'");
+        QueryOptions inner = options_;
+        inner.hold_query = nullptr;
+        auto parsed = parse_query(*text, inner);
+        if (!parsed) return query_error(column, "the query of hold '" + name + "' does not parse: " + parsed.error().message);
+        return Node{std::move(*parsed), false, std::nullopt, token.column};
     }
 
     static Result<Node> value_node(Result<Xapian::Query> query, const Token& token) {

@@ -15,6 +15,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -33,6 +35,10 @@ struct QueryOptions {
     std::string language = "english";     // the stemmer (search.language)
     std::int64_t now = 0;                 // "now" for relative dates, seconds since the epoch; 0 = the clock
     unsigned max_wildcard_terms = 10000;  // expansion limit of word*
+    // Legal holds live in the archive, not in the index: `hold:NAME` (or hold:ID) is the query
+    // of that hold, given by this function (nullopt: no such hold, a query error). Without it,
+    // hold: matches the hold labels written into documents (none today).
+    std::function<std::optional<std::string>(const std::string& name)> hold_query;
 };
 
 Result<Xapian::Query> parse_query(std::string_view text, const QueryOptions& options = {});

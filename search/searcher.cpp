@@ -163,6 +163,7 @@ struct Searcher::Impl {
     std::string language = "english";
     std::optional<Xapian::Query> scope;  // restrict_to()
     std::string stub_text;               // the "current" stub as last opened
+    std::function<std::optional<std::string>(const std::string&)> hold_queries;
 
     // Runs `work`, reopening once or twice when the writer's commits overtook this reader.
     template <typename Work>
@@ -188,6 +189,7 @@ struct Searcher::Impl {
         options.now = now;
         options.database = &db;
         options.language = language;
+        options.hold_query = hold_queries;
         for (int attempt = 0;; ++attempt) {  // stems are looked up in the index, which may move on
             auto parsed = parse_query(text, options);
             if (parsed && scope) return Xapian::Query(Xapian::Query::OP_FILTER, *parsed, *scope);
@@ -247,6 +249,10 @@ Status Searcher::refresh() {
     } catch (const Xapian::Error& e) {
         return xapian_error("reopening the search index", e);
     }
+}
+
+void Searcher::set_hold_queries(std::function<std::optional<std::string>(const std::string&)> hold_queries) {
+    impl_->hold_queries = std::move(hold_queries);
 }
 
 Status Searcher::restrict_to(const std::string& query) {

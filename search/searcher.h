@@ -95,6 +95,8 @@ public:
     // widen it (the audit API's reviewer scope). Empty: no limit. "search.query" if it does
     // not parse.
     Status restrict_to(const std::string& query);
+    // How `hold:NAME` finds a legal hold's query (QueryOptions::hold_query); none by default.
+    void set_hold_queries(std::function<std::optional<std::string>(const std::string& name)> hold_queries);
 
     Searcher(const Searcher&) = delete;
     Searcher& operator=(const Searcher&) = delete;

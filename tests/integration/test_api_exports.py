@@ -149,6 +149,12 @@ class ApiExportTest(ApiServerCase):
                              {"name": "export hold", "reason": "test", "query": "subject:nightingale"})
         self.assertEqual(hold.status, 201, hold)
         held = self.all_ids("subject:nightingale")
+        # hold: in the query language names the hold (by name or id), through the API and the CLI.
+        self.assertEqual(self.count('hold:"export hold"'), len(held))
+        self.assertEqual(self.count("hold:" + hold.json()["id"] + " AND kickoff"), 1)
+        self.assertEqual(self.cli_count('hold:"export hold"'), len(held))
+        self.assertError(self.api.get(f"{API}/search/count?q=hold:nonesuch", self.tokens["leg"]), 400, "search.query",
+                         "no legal hold named 'nonesuch'")
         job = self.wait_done(self.start_export({"format": "eml-zip", "hold_id": hold.json()["id"]})["id"])
         self.assertEqual(job["total"], len(held))
         names = zipfile.ZipFile(io.BytesIO(self.download(job["id"]).body)).namelist()
