@@ -51,7 +51,17 @@ struct TokenCommand {
 // "cli:<user name>": the actor a command line puts on the archive chain.
 std::string cli_actor();
 
+struct PolicyCommand {
+    std::string config_path;
+    std::string from;
+    std::vector<std::string> to;
+    std::string direction = "outbound";
+    std::string message_path;
+    bool json = false;
+};
+
 int run_init(const InitOptions& options);
+int run_policy_explain(const PolicyCommand& command);
 int run_token(const TokenCommand& command);
 int run_serve(const std::string& config_path);
 int run_archive(const ArchiveCommand& command);

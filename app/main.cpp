@@ -12,6 +12,7 @@
 //   postvault archive list [--limit N] | show ID | get ID | verify | stats | prove ID
 //   postvault archive compact | rotate-key | backup DIR | restore DIR
 //   postvault search [--count|--json] [--limit N] [--sort date|relevance] QUERY | reindex | report FILE
+//   postvault policy explain --from ADDR --to ADDR [--to ADDR...] [--json] MESSAGE.eml
 //   postvault token create --name NAME --role ROLE [--expires DATE] [--custodian A] [--domain D] | list | revoke NAME
 //
 // Queue commands and reload talk to the running server over its control socket;
@@ -29,6 +30,7 @@
 #include "app/commands.h"
 #include "app/search_cli.h"
 #include "audit-api/routes.h"
+#include "gateway/policy/policy.h"
 #include "common/config.h"
 #include "gateway/control/control.h"
 #include "gateway/smtp/auth.h"
@@ -225,12 +227,26 @@ int main(int argc, char** argv) {
     token_list->add_flag("--json", token_command.json, "JSON output");
     token_revoke->add_option("name", token_command.name, "The token's name")->required();
 
+    app::PolicyCommand policy_command;
+    policy_command.config_path = config_path;
+    auto* policy = app.add_subcommand("policy", "The policy engine");
+    policy->require_subcommand(1);
+    auto* policy_explain = policy->add_subcommand("explain", "What the policy decides for a message, per recipient, and why");
+    policy_explain->add_option("--config", policy_command.config_path, "Configuration file")->default_val(config_path);
+    policy_explain->add_option("--from", policy_command.from, "Envelope sender")->required();
+    policy_explain->add_option("--to", policy_command.to, "Envelope recipient (repeat)")->required();
+    policy_explain->add_option("--direction", policy_command.direction, "outbound or inbound")
+        ->check(CLI::IsMember({"outbound", "inbound"}));
+    policy_explain->add_flag("--json", policy_command.json, "JSON output");
+    policy_explain->add_option("message", policy_command.message_path, "The message (RFC 5322 file)")->required();
+
     auto* api_command = app.add_subcommand("api", "The audit API");
     api_command->require_subcommand(1);
     auto* api_routes = api_command->add_subcommand("routes", "Every route the API serves, one per line: METHOD PATH");
 
     CLI11_PARSE(app, argc, argv);
 
+    if (*policy_explain) return app::run_policy_explain(policy_command);
     if (*api_routes) {
         for (const auto& route : api::ApiService::route_list()) std::cout << route << "\n";
         return 0;
@@ -256,11 +272,13 @@ int main(int argc, char** argv) {
     }
     if (*check) {
         auto loaded = load_config(config_path);
-        if (!loaded) {
-            std::cerr << loaded.error().message << "\n";
+        auto policy_loaded = policy::Policy::load(config_path);
+        if (!loaded || !policy_loaded) {
+            if (!loaded) std::cerr << loaded.error().message << "\n";
+            if (!policy_loaded) std::cerr << policy_loaded.error().message << "\n";
             return 1;
         }
-        std::cout << config_path << ": OK\n";
+        std::cout << config_path << ": OK (" << (*policy_loaded)->rule_count() << " policy rules)\n";
         return 0;
     }
     if (*queue_list) {

@@ -27,6 +27,7 @@
 #include "audit-api/http_server.h"
 #include "audit-api/routes.h"
 #include "audit-api/tokens.h"
+#include "gateway/policy/policy.h"
 #include "gateway/smtp/tls.h"
 #include "search/index.h"
 #include "common/asio.h"
@@ -49,6 +50,10 @@ int run_serve(const std::string& config_path) {
     auto loaded = load_config(config_path);
     if (!loaded) {
         std::cerr << loaded.error().message << "\n";
+        return 1;
+    }
+    if (auto checked = policy::Policy::load(config_path); !checked) {
+        std::cerr << checked.error().message << "\n";
         return 1;
     }
     auto config = std::make_shared<const Config>(std::move(*loaded));
@@ -217,6 +222,11 @@ int run_serve(const std::string& config_path) {
         if (!fresh) {
             spdlog::error("serve: reload refused, keeping the running configuration:\n{}", fresh.error().message);
             return fresh.error();
+        }
+        if (auto checked = policy::Policy::load(config_path); !checked) {
+            spdlog::error("serve: reload refused, keeping the running configuration and policy:\n{}",
+                          checked.error().message);
+            return checked.error();
         }
         auto next = std::make_shared<const Config>(std::move(*fresh));
         std::lock_guard lock(config_lock);

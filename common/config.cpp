@@ -491,6 +491,8 @@ Result<Config> parse_config(const std::string& text, const std::string& name) {
             {"commit_interval", reader.duration("search.commit_interval", q.commit_interval)},
             {"language", reader.string("search.language", q.language)},
         })},
+        // [policy] is read and checked by gateway/policy (policy::load), which compiles its rules.
+        {"policy", [](const toml::node&) {}},
         {"api", reader.table("api", {
             {"listen", reader.string("api.listen", w.listen)},
             {"cert", reader.path_value("api.cert", w.cert)},

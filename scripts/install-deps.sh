@@ -10,7 +10,7 @@ RUN_PACKAGES=(
   libtomlplusplus-dev nlohmann-json3-dev libargon2-dev librocksdb-dev
   libzstd-dev libgmime-3.0-dev libglib2.0-dev libgtest-dev libgmock-dev
   libgpgme-dev gnupg libpst-dev
-  libxapian-dev libpoppler-cpp-dev libzip-dev libxml2-dev
+  libxapian-dev libpoppler-cpp-dev libzip-dev libxml2-dev libre2-dev
   swaks
 )
 # Peers the tests and benchmarks talk to.

@@ -1,0 +1,166 @@
+// Unit tests for gateway/policy/policy.h: loading (errors with line and column), every condition
+// and action on messages built here, ad-hoc triggers, per-recipient decisions and evidence.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "gateway/policy/policy.h"
+
+namespace {
+
+using postvault::policy::Envelope;
+using postvault::policy::Policy;
+using postvault::policy::Verdict;
+
+std::shared_ptr<const Policy> load(const std::string& text) {
+    auto policy = Policy::parse(text, "test.toml");
+    EXPECT_TRUE(policy.ok()) << (policy ? "" : policy.error().message);
+    return policy ? *policy : nullptr;
+}
+
+std::string message(const std::string& subject, const std::string& body, const std::string& extra_headers = "",
+                    const std::string& attachment_name = "", const std::string& attachment_text = "") {
+    std::string m = "From: Alice <alice@corp.example>\r\nTo: bob@partner.example\r\nSubject: " + subject +
+                     "\r\nMessage-ID: <t@corp.example>\r\nDate: Tue, 03 Mar 2020 09:00:00 +0000\r\n" + extra_headers;
+    if (attachment_name.empty()) return m + "Content-Type: text/plain; charset=utf-8\r\n\r\n" + body + "\r\n";
+    return m + "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+               "Content-Type: text/plain; charset=utf-8\r\n\r\n" + body +
+           "\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Disposition: attachment; filename=\"" +
+           attachment_name + "\"\r\n\r\n" + attachment_text + "\r\n--b--\r\n";
+}
+
+Verdict run(const Policy& policy, const std::string& bytes, std::vector<std::string> to = {"bob@partner.example"},
+            std::string from = "alice@corp.example") {
+    return policy.evaluate(Envelope{from, to, "outbound"}, bytes);
+}
+
+TEST(Policy, EmptyPolicyDecidesNothing) {
+    auto policy = load("");
+    ASSERT_TRUE(policy);
+    auto verdict = run(*policy, message("hello", "hi"));
+    ASSERT_EQ(verdict.recipients.size(), 1u);
+    EXPECT_TRUE(verdict.recipients[0].rules.empty());
+    EXPECT_TRUE(verdict.recipients[0].actions.fallback.empty());
+}
+
+TEST(Policy, ErrorsNameLineAndColumn) {
+    auto bad = Policy::parse("[policy]\n[[policy.rules]]\nname = \"x\"\nwhen = { subject = \"(unclosed\" }\n"
+                             "then = { encrypt = [\"pgp\"], frobnicate = true }\n",
+                             "p.toml");
+    ASSERT_FALSE(bad.ok());
+    const std::string& message = bad.error().message;
+    EXPECT_NE(message.find("p.toml:4:"), std::string::npos) << message;
+    EXPECT_NE(message.find("bad pattern"), std::string::npos) << message;
+    EXPECT_NE(message.find("must end in a fallback"), std::string::npos) << message;
+    EXPECT_NE(message.find("unknown action 'frobnicate'"), std::string::npos) << message;
+    auto unknown = Policy::parse("[policy]\ncolour = 1\n", "p.toml");
+    ASSERT_FALSE(unknown.ok());
+    EXPECT_NE(unknown.error().message.find("p.toml:2:1: unknown key 'policy.colour'"), std::string::npos)
+        << unknown.error().message;
+    auto detector = Policy::parse("[[policy.rules]]\nname = \"d\"\nwhen = { detectors = [\"visa\"] }\nthen = {}\n", "p.toml");
+    ASSERT_FALSE(detector.ok());
+    EXPECT_NE(detector.error().message.find("unknown detector 'visa'"), std::string::npos);
+}
+
+TEST(Policy, RulesPerRecipientWithGlobsAndExclusions) {
+    auto policy = load(R"(
+[[policy.rules]]
+name = "external"
+when = { recipient_domain = ["*", "!corp.example"] }
+then = { encrypt = ["pgp", "smime", "plain-tls"], tag = ["external"] }
+[[policy.rules]]
+name = "board"
+when = { recipient = ["board-*@corp.example"] }
+then = { sign = true }
+)");
+    ASSERT_TRUE(policy);
+    auto verdict = run(*policy, message("q3", "numbers"),
+                       {"bob@partner.example", "board-chair@corp.example", "dev@sub.corp.example"});
+    ASSERT_EQ(verdict.recipients.size(), 3u);
+    EXPECT_EQ(verdict.recipients[0].rules, std::vector<std::string>({"external"}));
+    EXPECT_EQ(verdict.recipients[0].actions.encrypt, std::vector<std::string>({"pgp", "smime"}));
+    EXPECT_EQ(verdict.recipients[0].actions.fallback, "plain-tls");
+    EXPECT_EQ(verdict.recipients[1].rules, std::vector<std::string>({"board"}));
+    EXPECT_TRUE(verdict.recipients[1].actions.sign);
+    EXPECT_TRUE(verdict.recipients[1].actions.fallback.empty());
+    EXPECT_TRUE(verdict.recipients[2].rules.empty()) << "a subdomain of an excluded domain is excluded";
+}
+
+TEST(Policy, TextConditionsDetectorsAndEvidence) {
+    auto policy = load(R"(
+[[policy.rules]]
+name = "cards"
+when = { detectors = ["credit_card"] }
+then = { encrypt = ["pgp", "bounce"], tag = ["pci"], stop = true }
+[[policy.rules]]
+name = "merger"
+when = { any = [ { subject = "project\\s+falcon" }, { keywords = ["merger agreement"] } ] }
+then = { encrypt = ["smime", "hold"], tag = ["deal"] }
+)");
+    ASSERT_TRUE(policy);
+    auto card = run(*policy, message("invoice", "see attached", "", "invoice.txt", "Card: 4111 1111 1111 1111\n"));
+    ASSERT_EQ(card.recipients[0].rules, std::vector<std::string>({"cards"}));
+    ASSERT_FALSE(card.recipients[0].evidence.empty());
+    const std::string& evidence = card.recipients[0].evidence[0].text;
+    EXPECT_NE(evidence.find("4111…1111"), std::string::npos) << evidence;
+    EXPECT_NE(evidence.find("Luhn valid"), std::string::npos) << evidence;
+    EXPECT_NE(evidence.find("attachment invoice.txt"), std::string::npos) << evidence;
+
+    auto not_card = run(*policy, message("invoice", "Card: 4111 1111 1111 1112\n"));
+    EXPECT_TRUE(not_card.recipients[0].rules.empty()) << "Luhn-invalid";
+
+    auto subject = run(*policy, message("Re: PROJECT  Falcon timeline", "dates"));
+    EXPECT_EQ(subject.recipients[0].rules, std::vector<std::string>({"merger"}));
+    EXPECT_EQ(subject.recipients[0].actions.fallback, "hold");
+    auto keyword = run(*policy, message("draft", "the Merger\r\n agreement draft"));
+    EXPECT_EQ(keyword.recipients[0].rules, std::vector<std::string>({"merger"}));
+    auto no_keyword = run(*policy, message("draft", "the mergers agreementless"));
+    EXPECT_TRUE(no_keyword.recipients[0].rules.empty());
+}
+
+TEST(Policy, AdhocTriggersAndTagRemoval) {
+    auto policy = load("[policy]\nadhoc_subject_tag = \"[secure]\"\nadhoc_encrypt = [\"pgp\", \"hold\"]\n");
+    ASSERT_TRUE(policy);
+    auto tagged = run(*policy, message("[SECURE] salary review", "x"));
+    EXPECT_TRUE(tagged.strip_subject_tag);
+    EXPECT_EQ(tagged.recipients[0].rules, std::vector<std::string>({"adhoc"}));
+    EXPECT_EQ(tagged.recipients[0].actions.fallback, "hold");
+    EXPECT_EQ(policy->strip_subject_tag("[SECURE] salary review"), "salary review");
+    EXPECT_EQ(policy->strip_subject_tag("salary review [secure]"), "salary review");
+    auto header = run(*policy, message("plain", "x", "X-Postvault-Encrypt: yes\r\n"));
+    EXPECT_EQ(header.recipients[0].rules, std::vector<std::string>({"adhoc"}));
+    EXPECT_FALSE(header.strip_subject_tag);
+    auto sensitivity = run(*policy, message("plain", "x", "Sensitivity: Company-Confidential\r\n"));
+    EXPECT_EQ(sensitivity.recipients[0].rules, std::vector<std::string>({"adhoc"}));
+    auto none = run(*policy, message("secure channel", "x"));
+    EXPECT_TRUE(none.recipients[0].rules.empty());
+}
+
+TEST(Policy, SizesAttachmentsHeadersRejectAndNot) {
+    auto policy = load(R"(
+[[policy.rules]]
+name = "exe"
+when = { attachment_name = [".exe", "*.scr"] }
+then = { reject = "Executables are not allowed" }
+[[policy.rules]]
+name = "big"
+when = { message_size = ">1KB", not = { sender_domain = "corp.example" } }
+then = { quarantine = true }
+[[policy.rules]]
+name = "list"
+when = { header = { "List-Id" = "announce" } }
+then = { tag = ["bulk"], require_tls = true }
+)");
+    ASSERT_TRUE(policy);
+    auto exe = run(*policy, message("tool", "x", "", "setup.EXE", "MZ"));
+    EXPECT_EQ(exe.recipients[0].actions.reject, "Executables are not allowed");
+    const std::string big_body(2000, 'a');
+    EXPECT_TRUE(run(*policy, message("b", big_body)).recipients[0].rules.empty()) << "sender is corp.example";
+    auto big = run(*policy, message("b", big_body), {"bob@partner.example"}, "eve@outside.example");
+    EXPECT_TRUE(big.recipients[0].actions.quarantine);
+    auto list = run(*policy, message("news", "x", "List-Id: <announce.corp.example>\r\n"));
+    EXPECT_EQ(list.recipients[0].actions.tags, std::vector<std::string>({"bulk"}));
+    EXPECT_TRUE(list.recipients[0].actions.require_tls);
+}
+
+}  // namespace
