@@ -56,12 +56,14 @@ struct PolicyCommand {
     std::string from;
     std::vector<std::string> to;
     std::string direction = "outbound";
-    std::string message_path;
+    std::string message_path;             // explain: the message; scan: the collection
+    std::string format;                   // scan
     bool json = false;
 };
 
 int run_init(const InitOptions& options);
 int run_policy_explain(const PolicyCommand& command);
+int run_policy_scan(const PolicyCommand& command);
 int run_token(const TokenCommand& command);
 int run_serve(const std::string& config_path);
 int run_archive(const ArchiveCommand& command);

@@ -13,6 +13,7 @@
 //   postvault archive compact | rotate-key | backup DIR | restore DIR
 //   postvault search [--count|--json] [--limit N] [--sort date|relevance] QUERY | reindex | report FILE
 //   postvault policy explain --from ADDR --to ADDR [--to ADDR...] [--json] MESSAGE.eml
+//   postvault policy scan --format FORMAT [--from ADDR] [--to ADDR...] [--json] PATH
 //   postvault token create --name NAME --role ROLE [--expires DATE] [--custodian A] [--domain D] | list | revoke NAME
 //
 // Queue commands and reload talk to the running server over its control socket;
@@ -239,6 +240,15 @@ int main(int argc, char** argv) {
         ->check(CLI::IsMember({"outbound", "inbound"}));
     policy_explain->add_flag("--json", policy_command.json, "JSON output");
     policy_explain->add_option("message", policy_command.message_path, "The message (RFC 5322 file)")->required();
+    auto* policy_scan = policy->add_subcommand("scan", "Evaluate the policy over a mail collection: rules fired, MB/s");
+    policy_scan->add_option("--config", policy_command.config_path, "Configuration file")->default_val(config_path);
+    policy_scan->add_option("--format", policy_command.format, "maildir, mbox, eml, pst or exchange-journal")->required();
+    policy_scan->add_option("--from", policy_command.from, "Envelope sender (default: the From: header)");
+    policy_scan->add_option("--to", policy_command.to, "Envelope recipient (repeat; default recipient@external.invalid)");
+    policy_scan->add_option("--direction", policy_command.direction, "outbound or inbound")
+        ->check(CLI::IsMember({"outbound", "inbound"}));
+    policy_scan->add_flag("--json", policy_command.json, "JSON output");
+    policy_scan->add_option("path", policy_command.message_path, "The collection")->required();
 
     auto* api_command = app.add_subcommand("api", "The audit API");
     api_command->require_subcommand(1);
@@ -247,6 +257,7 @@ int main(int argc, char** argv) {
     CLI11_PARSE(app, argc, argv);
 
     if (*policy_explain) return app::run_policy_explain(policy_command);
+    if (*policy_scan) return app::run_policy_scan(policy_command);
     if (*api_routes) {
         for (const auto& route : api::ApiService::route_list()) std::cout << route << "\n";
         return 0;

@@ -536,6 +536,7 @@ struct CustomDetectors::State {
     struct Pattern {
         std::string name;
         std::unique_ptr<RE2> regex;
+        std::size_t max_matches = 0;  // 0: the caller's limit only
     };
     std::vector<Pattern> patterns;
     std::unique_ptr<RE2::Set> set;  // over every pattern, when compiled and current
@@ -548,7 +549,7 @@ CustomDetectors& CustomDetectors::operator=(CustomDetectors&&) noexcept = defaul
 
 std::size_t CustomDetectors::size() const { return state_ ? state_->patterns.size() : 0; }
 
-Status CustomDetectors::add(std::string name, std::string pattern) {
+Status CustomDetectors::add(std::string name, std::string pattern, std::size_t max_matches) {
     if (!state_) state_ = std::make_unique<State>();
     if (name.empty()) return Error::permanent("policy.pattern", "a custom detector needs a name");
     try {
@@ -556,7 +557,7 @@ Status CustomDetectors::add(std::string name, std::string pattern) {
         if (!regex->ok()) {
             return Error::permanent("policy.pattern", "custom detector \"" + name + "\": bad pattern: " + regex->error());
         }
-        state_->patterns.push_back(State::Pattern{std::move(name), std::move(regex)});
+        state_->patterns.push_back(State::Pattern{std::move(name), std::move(regex), max_matches});
         state_->set.reset();
     } catch (const std::exception& error) {
         return Error::temporary("policy.pattern", "custom detector \"" + name + "\": " + error.what());
@@ -613,8 +614,9 @@ std::vector<Finding> CustomDetectors::find(std::string_view text, std::size_t li
         const State::Pattern& pattern = state_->patterns[static_cast<std::size_t>(index)];
         std::size_t position = 0;
         std::size_t count = 0;
+        const std::size_t limit = pattern.max_matches ? std::min(limit_per_pattern, pattern.max_matches) : limit_per_pattern;
         re2::StringPiece match;
-        while (count < limit_per_pattern && position <= text.size()) {
+        while (count < limit && position <= text.size()) {
             if (!pattern.regex->Match(subject, position, text.size(), RE2::UNANCHORED, &match, 1)) break;
             const std::size_t offset = static_cast<std::size_t>(match.data() - text.data());
             if (match.empty()) {

@@ -130,7 +130,9 @@ public:
 
     // Checks the pattern with RE2: "policy.pattern" with RE2's message (and the name) when it
     // does not parse, or when the name is empty.
-    Status add(std::string name, std::string pattern);
+    // `max_matches` (0: no limit of its own) stops counting that pattern's matches in a text
+    // early, for callers that only need to know whether it occurs at least that often.
+    Status add(std::string name, std::string pattern, std::size_t max_matches = 0);
     // Builds the RE2::Set from every pattern added so far.
     Status compile();
     // Every non-empty match of every pattern in `text`, ordered by offset (then by the order of

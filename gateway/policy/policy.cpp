@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -406,7 +407,9 @@ private:
                         if (field.str() != "name" && field.str() != "pattern" && field.str() != "min_count")
                             problem(field.source(), "unknown key '" + std::string(field.str()) + "' in a custom pattern");
                     const std::string unique = *name + "#" + std::to_string(out_.custom_names.size());
-                    if (auto added = out_.customs.add(unique, *pattern); !added) {
+                    const auto min_count = static_cast<std::size_t>(
+                        std::max<std::int64_t>(1, (*t)["min_count"].value_or<std::int64_t>(1)));
+                    if (auto added = out_.customs.add(unique, *pattern, min_count); !added) {
                         problem(item.source(), added.error().message);
                         continue;
                     }
@@ -414,7 +417,7 @@ private:
                     one.kind = Condition::Kind::custom;
                     one.custom = static_cast<int>(out_.custom_names.size());
                     one.value = *name;
-                    one.min_count = static_cast<std::size_t>((*t)["min_count"].value_or<std::int64_t>(1));
+                    one.min_count = min_count;
                     out_.custom_names.push_back(unique);
                     c.children.push_back(std::move(one));
                 }
@@ -546,6 +549,23 @@ struct Facts {
 
 bool evaluate_condition(const Policy::Compiled& policy, const Condition& c, const Facts& facts,
                         const std::string& recipient, std::vector<std::string>& evidence);
+
+// The indices of the set's patterns that match `text`, sorted. Should the set's DFA run out of
+// memory on a text, every pattern is asked on its own: a match is never missed silently.
+std::vector<int> set_matches(const RE2::Set* set, const std::vector<std::unique_ptr<RE2>>& patterns,
+                             std::string_view text) {
+    std::vector<int> hits;
+    if (!set) return hits;
+    RE2::Set::ErrorInfo error{};
+    const re2::StringPiece input(text.data(), text.size());
+    if (!set->Match(input, &hits, &error) && error.kind != RE2::Set::kNoError) {
+        hits.clear();
+        for (std::size_t i = 0; i < patterns.size(); ++i)
+            if (RE2::PartialMatch(input, *patterns[i])) hits.push_back(static_cast<int>(i));
+    }
+    std::sort(hits.begin(), hits.end());
+    return hits;
+}
 
 bool all_of(const Policy::Compiled& policy, const Condition& c, const Facts& facts, const std::string& recipient,
             std::vector<std::string>& evidence) {
@@ -702,6 +722,7 @@ Result<std::shared_ptr<const Policy>> Policy::parse(const std::string& text, con
         RE2::Options options;
         options.set_case_sensitive(false);
         options.set_log_errors(false);
+        options.set_max_mem(64 << 20);  // room for the DFA of many patterns
         set = std::make_unique<RE2::Set>(options, RE2::UNANCHORED);
         for (const auto& pattern : patterns) set->Add(pattern, nullptr);
         if (!set->Compile()) reader.problem(root.source(), "the policy's patterns are too large to compile together");
@@ -740,6 +761,8 @@ std::string Policy::strip_subject_tag(std::string_view subject) const {
 
 Verdict Policy::evaluate(const Envelope& envelope, std::string_view message) const {
     const Compiled& c = *compiled_;
+    using Clock = std::chrono::steady_clock;
+    const auto started = Clock::now();
     Facts facts;
     facts.mail_from = envelope.mail_from;
     facts.direction = envelope.direction;
@@ -768,8 +791,11 @@ Verdict Policy::evaluate(const Envelope& envelope, std::string_view message) con
             std::string_view line = head.substr(start, eol - start);
             if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
             if (!line.empty() && (line[0] == ' ' || line[0] == '\t')) {
-                value += " ";
-                value += std::string(line.substr(line.find_first_not_of(" \t")));
+                const auto first = line.find_first_not_of(" \t");
+                if (first != std::string_view::npos) {
+                    value += " ";
+                    value += std::string(line.substr(first));
+                }
             } else {
                 flush();
                 const auto colon = line.find(':');
@@ -785,15 +811,13 @@ Verdict Policy::evaluate(const Envelope& envelope, std::string_view message) con
         flush();
     }
 
-    if (c.subject_set) c.subject_set->Match(facts.subject, &facts.subject_hits);
-    std::sort(facts.subject_hits.begin(), facts.subject_hits.end());
+    const auto extracted = Clock::now();
+    facts.subject_hits = set_matches(c.subject_set.get(), c.subject_res, facts.subject);
     facts.text_hits.assign(c.text_patterns.size(), {});
     if (c.text_set)
-        for (std::size_t u = 0; u < facts.units.size(); ++u) {
-            std::vector<int> hits;
-            c.text_set->Match(facts.units[u].text, &hits);
-            for (int hit : hits) facts.text_hits[static_cast<std::size_t>(hit)].push_back(u);
-        }
+        for (std::size_t u = 0; u < facts.units.size(); ++u)
+            for (int hit : set_matches(c.text_set.get(), c.text_res, facts.units[u].text))
+                facts.text_hits[static_cast<std::size_t>(hit)].push_back(u);
     if (c.uses_detectors) {
         std::vector<Facts::Unit> scanned = facts.units;
         scanned.insert(scanned.begin(), {"subject", facts.subject});
@@ -855,6 +879,10 @@ Verdict Policy::evaluate(const Envelope& envelope, std::string_view message) con
         }
         verdict.recipients.push_back(std::move(decision));
     }
+    verdict.text_bytes = facts.subject.size();
+    for (const auto& unit : facts.units) verdict.text_bytes += unit.text.size();
+    verdict.extract_seconds = std::chrono::duration<double>(extracted - started).count();
+    verdict.scan_seconds = std::chrono::duration<double>(Clock::now() - extracted).count();
     return verdict;
 }
 

@@ -70,6 +70,10 @@ struct Decision {
 struct Verdict {
     std::vector<Decision> recipients;  // in the order given
     bool strip_subject_tag = false;    // the ad-hoc subject tag is present: remove it on delivery
+    // What the evaluation cost (for `policy scan` and bench/policy).
+    std::size_t text_bytes = 0;        // decoded text scanned: subject, body, attachment text
+    double extract_seconds = 0;        // MIME parsing and text extraction
+    double scan_seconds = 0;           // patterns, detectors and rules
 };
 
 struct Envelope {

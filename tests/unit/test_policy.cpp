@@ -163,4 +163,14 @@ then = { tag = ["bulk"], require_tls = true }
     EXPECT_TRUE(list.recipients[0].actions.require_tls);
 }
 
+TEST(Policy, MalformedHeadersDoNotStopEvaluation) {
+    auto policy = load("[[policy.rules]]\nname = \"h\"\nwhen = { header = { \"X-Class\" = \"secret\" } }\nthen = { tag = [\"s\"] }\n");
+    ASSERT_TRUE(policy);
+    // A continuation line of white space only, a header without a colon, a folded value.
+    const std::string bytes = "From: a@corp.example\r\nX-Empty:\r\n \t \r\nnot a header\r\nX-Class: top\r\n secret\r\n"
+                              "Subject: s\r\n\r\nbody\r\n";
+    auto verdict = run(*policy, bytes);
+    EXPECT_EQ(verdict.recipients[0].actions.tags, std::vector<std::string>({"s"}));
+}
+
 }  // namespace
