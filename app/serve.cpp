@@ -44,6 +44,87 @@ namespace {
 constexpr auto smtp_drain_grace = std::chrono::seconds(30);
 constexpr auto delivery_drain_grace = std::chrono::seconds(30);
 constexpr std::size_t worker_threads = 4;
+
+// Queue and archive in parallel; 250 when both have it (see the file comment). The policy's
+// verdict goes into the archive record: the rules that fired, their tags, the decisions.
+void commit_message(queue::Queue& message_queue, asio::thread_pool& workers, archive::Archive* archive,
+                    const std::string& id, const Envelope& envelope, std::string message, const std::string& direction,
+                    const policy::Verdict& verdict, std::function<void(Status)> done) {
+    if (!archive) {
+        message_queue.commit(id, envelope, std::move(message), std::move(done));
+        return;
+    }
+    struct Join {
+        std::mutex mutex;
+        int left = 2;
+        Status queued;
+        Status archived;
+        std::function<void(Status)> done;
+    };
+    auto join = std::make_shared<Join>();
+    join->done = std::move(done);
+    auto finish = [join, &message_queue, &workers, id](bool from_queue, Status status) {
+        {
+            std::lock_guard lock(join->mutex);
+            (from_queue ? join->queued : join->archived) = std::move(status);
+            if (--join->left > 0) return;
+        }
+        // Last one in; may be on a committer thread: decide on the worker pool.
+        asio::post(workers, [join, &message_queue, id] {
+            if (join->queued && !join->archived) {
+                if (auto removed = message_queue.remove(id); !removed)
+                    spdlog::error("qid={} archive failed and the queued copy could not be removed: {}", id,
+                                  removed.error().message);
+                join->done(join->archived);
+                return;
+            }
+            if (!join->queued && join->archived)
+                spdlog::warn("qid={} archived but not queued ({}); the client will retry", id,
+                             join->queued.error().message);
+            join->done(join->queued ? join->archived : join->queued);
+        });
+    };
+    archive::IngestRequest request;
+    request.id = id;
+    request.bytes = message;
+    request.envelope = envelope;
+    request.direction = direction;
+    for (const auto& decision : verdict.recipients) {
+        for (const auto& rule : decision.rules)
+            if (std::find(request.policy_rules.begin(), request.policy_rules.end(), rule) == request.policy_rules.end())
+                request.policy_rules.push_back(rule);
+        for (const auto& tag : decision.actions.tags)
+            if (std::find(request.tags.begin(), request.tags.end(), tag) == request.tags.end()) request.tags.push_back(tag);
+    }
+    if (!request.policy_rules.empty()) request.decisions = policy::to_json(verdict)["recipients"];
+    message_queue.commit(id, envelope, std::move(message), [finish](Status status) { finish(true, status); });
+    archive->ingest(std::move(request), [finish](Result<archive::IngestResult> result) {
+        finish(false, result ? Status::success() : Status(result.error()));
+    });
+}
+
+// What the relay cannot do yet refuses the message rather than send it unprotected: a rule's
+// reject text (5xx); an encryption the policy asks for — no method is available until OpenPGP
+// and S/MIME exist — with fallback "bounce" (5xx, the sender learns why at once) or "hold" /
+// "plain-tls" (4xx: kept by the sending server and retried). Never plaintext.
+std::optional<Error> policy_refusal(const policy::Verdict& verdict) {
+    for (const auto& decision : verdict.recipients)
+        if (!decision.actions.reject.empty())
+            return Error::permanent("policy.reject", decision.actions.reject);
+    for (const auto& decision : verdict.recipients) {
+        const auto& a = decision.actions;
+        if (a.fallback.empty()) continue;
+        std::string methods;
+        for (const auto& m : a.encrypt) methods += (methods.empty() ? "" : ", ") + m;
+        const std::string text = "<" + decision.address + ">: policy (" + decision.rules.front() +
+                                 ") requires encryption" + (methods.empty() ? "" : " (" + methods + ")") +
+                                 " and no method is available; not sent";
+        if (a.fallback == "bounce") return Error::permanent("policy.encrypt", text);
+        return Error::temporary("policy.encrypt", text + " (fallback " + a.fallback + " is not available yet)");
+    }
+    return std::nullopt;
+}
+
 }  // namespace
 
 int run_serve(const std::string& config_path) {
@@ -52,10 +133,12 @@ int run_serve(const std::string& config_path) {
         std::cerr << loaded.error().message << "\n";
         return 1;
     }
-    if (auto checked = policy::Policy::load(config_path); !checked) {
-        std::cerr << checked.error().message << "\n";
+    auto loaded_policy = policy::Policy::load(config_path);
+    if (!loaded_policy) {
+        std::cerr << loaded_policy.error().message << "\n";
         return 1;
     }
+    std::shared_ptr<const policy::Policy> active_policy = *loaded_policy;  // guarded by config_lock
     auto config = std::make_shared<const Config>(std::move(*loaded));
     if (auto logging = setup_logging(config->server.log_level); !logging) {
         std::cerr << logging.error().message << "\n";
@@ -132,65 +215,36 @@ int run_serve(const std::string& config_path) {
 
     // Queue and archive in parallel; 250 when both have it (see the file comment).
     std::atomic<std::uint64_t> accepted_messages{0};
-    auto relay_commit = [&message_queue, &workers, archive, &config, &config_mutex = config_lock, &accepted_messages](
-                            const std::string& id, const Envelope& envelope, std::string message,
-                            std::function<void(Status)> reply) {
+    auto relay_commit = [&message_queue, &workers, archive, &config, &config_mutex = config_lock, &accepted_messages,
+                         &active_policy](const std::string& id, const Envelope& envelope, std::string message,
+                                         std::function<void(Status)> reply) {
         auto done = [reply = std::move(reply), &accepted_messages](Status status) {
             if (status.ok()) ++accepted_messages;
             reply(std::move(status));
         };
-        if (!archive) {
-            message_queue.commit(id, envelope, std::move(message), std::move(done));
-            return;
-        }
-        struct Join {
-            std::mutex mutex;
-            int left = 2;
-            Status queued;
-            Status archived;
-            std::function<void(Status)> done;
-        };
-        auto join = std::make_shared<Join>();
-        join->done = std::move(done);
-        auto finish = [join, &message_queue, &workers, id](bool from_queue, Status status) {
+        // The policy reads the whole message (MIME, attachments): on the worker pool.
+        asio::post(workers, [&, id, envelope, message = std::move(message), done = std::move(done)]() mutable {
+            std::shared_ptr<const policy::Policy> current;
+            std::string direction;
             {
-                std::lock_guard lock(join->mutex);
-                (from_queue ? join->queued : join->archived) = std::move(status);
-                if (--join->left > 0) return;
+                std::lock_guard lock(config_mutex);
+                current = active_policy;
+                const auto& local = config->smtp.local_domains;
+                const bool all_local = !envelope.recipients.empty() &&
+                    std::all_of(envelope.recipients.begin(), envelope.recipients.end(), [&](const std::string& rcpt) {
+                        return std::find(local.begin(), local.end(), domain_of(rcpt)) != local.end();
+                    });
+                direction = all_local ? "inbound" : "outbound";
             }
-            // Last one in; may be on a committer thread: decide on the worker pool.
-            asio::post(workers, [join, &message_queue, id] {
-                if (join->queued && !join->archived) {
-                    if (auto removed = message_queue.remove(id); !removed)
-                        spdlog::error("qid={} archive failed and the queued copy could not be removed: {}", id,
-                                      removed.error().message);
-                    join->done(join->archived);
-                    return;
-                }
-                if (!join->queued && join->archived)
-                    spdlog::warn("qid={} archived but not queued ({}); the client will retry", id,
-                                 join->queued.error().message);
-                join->done(join->queued ? join->archived : join->queued);
-            });
-        };
-        archive::IngestRequest request;
-        request.id = id;
-        request.bytes = message;
-        request.envelope = envelope;
-        {
-            std::lock_guard lock(config_mutex);
-            const auto& local = config->smtp.local_domains;
-            const bool all_local = !envelope.recipients.empty() &&
-                std::all_of(envelope.recipients.begin(), envelope.recipients.end(), [&](const std::string& rcpt) {
-                    return std::find(local.begin(), local.end(), domain_of(rcpt)) != local.end();
-                });
-            request.direction = all_local ? "inbound" : "outbound";
-        }
-        message_queue.commit(id, envelope, std::move(message), [finish](Status status) { finish(true, status); });
-        asio::post(workers, [archive, request = std::move(request), finish]() mutable {
-            archive->ingest(std::move(request), [finish](Result<archive::IngestResult> result) {
-                finish(false, result ? Status::success() : Status(result.error()));
-            });
+            const policy::Verdict verdict =
+                current->evaluate(policy::Envelope{envelope.mail_from, envelope.recipients, direction}, message);
+            if (auto refusal = policy_refusal(verdict)) {
+                spdlog::info("qid={} policy: refused: {}", id, refusal->message);
+                done(*refusal);
+                return;
+            }
+            commit_message(message_queue, workers, archive, id, envelope, std::move(message), direction, verdict,
+                           std::move(done));
         });
     };
     smtp::Server::Sink relay_sink;
@@ -223,10 +277,11 @@ int run_serve(const std::string& config_path) {
             spdlog::error("serve: reload refused, keeping the running configuration:\n{}", fresh.error().message);
             return fresh.error();
         }
-        if (auto checked = policy::Policy::load(config_path); !checked) {
+        auto fresh_policy = policy::Policy::load(config_path);
+        if (!fresh_policy) {
             spdlog::error("serve: reload refused, keeping the running configuration and policy:\n{}",
-                          checked.error().message);
-            return checked.error();
+                          fresh_policy.error().message);
+            return fresh_policy.error();
         }
         auto next = std::make_shared<const Config>(std::move(*fresh));
         std::lock_guard lock(config_lock);
@@ -235,7 +290,8 @@ int run_serve(const std::string& config_path) {
         if (journal_server) journal_server->reload(next);
         engine.reload(next);
         config = next;
-        spdlog::info("serve: configuration reloaded from {}", config_path);
+        active_policy = *fresh_policy;
+        spdlog::info("serve: configuration reloaded from {} ({} policy rules)", config_path, active_policy->rule_count());
         return Status::success();
     };
 

@@ -577,6 +577,9 @@ struct Archive::Impl {
         }
         if (envelope.smtputf8) record["smtputf8"] = true;
         if (!request.problems.empty()) record["problems"] = request.problems;
+        if (!request.policy_rules.empty()) record["policy"] = request.policy_rules;
+        if (!request.tags.empty()) record["tags"] = request.tags;
+        if (!request.decisions.is_null()) record["decisions"] = request.decisions;
         prepared.record = std::move(record);
         prepared.request = std::move(request);
         return prepared;

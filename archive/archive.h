@@ -77,6 +77,9 @@ struct IngestRequest {
     std::string source;                  // import item identity (resume key); empty otherwise
     std::vector<std::string> problems;   // why the message is malformed (kept as is)
     std::int64_t date_unix = 0;          // the message's own date when known
+    std::vector<std::string> policy_rules;  // the policy rules that fired (record "policy", search policy:)
+    std::vector<std::string> tags;          // their labels (record "tags", search tag:)
+    nlohmann::json decisions;               // per recipient: rules, actions, evidence (record "decisions")
 };
 
 struct IngestResult {

@@ -4,9 +4,10 @@ the running policy stays in force, and `policy scan` over a small collection.
 """
 
 import json
+import smtplib
 import subprocess
 
-from harness import BINARY, PostvaultTestCase
+from harness import BINARY, PostvaultTestCase, wait_until
 
 POLICY = r'''
 [policy]
@@ -146,3 +147,54 @@ class PolicyTest(PostvaultTestCase):
         self.assertEqual(scan["messages"], 3)
         self.assertEqual(scan["fired"], {"cards": 1, "ssn": 1})
         self.assertEqual(scan["rules"], 4)
+
+
+class PolicyRelayTest(PostvaultTestCase):
+    """The relay applies what it can today: a rule's reject text, and no plaintext where the policy
+    asks for encryption (no method exists yet: refused 5xx for fallback bounce, 4xx otherwise);
+    the rules that fired and their tags go into the archive record and the search index."""
+
+    def send(self, data, to="bob@partner.example"):
+        with smtplib.SMTP("127.0.0.1", self.pv.port, timeout=30) as client:
+            client.sendmail("alice@corp.example", [to], data)
+
+    def test_reject_encrypt_and_tags(self):
+        self.sink = self.start_sink()
+        self.pv = self.start_postvault(delivery={"relayhost": f"127.0.0.1:{self.sink.port}"}, start=False)
+        self.pv.config_path.write_text(self.pv.config_path.read_text() + POLICY)
+        self.pv.start()
+
+        with self.assertRaises(smtplib.SMTPDataError) as refused:
+            self.send(message("tool", "here", ("setup.exe", "MZ")))
+        self.assertEqual(refused.exception.smtp_code, 554)
+        self.assertIn(b"No executables, please", refused.exception.smtp_error)
+
+        with self.assertRaises(smtplib.SMTPDataError) as adhoc:
+            self.send(message("[secure] salaries", "numbers"))
+        self.assertEqual(adhoc.exception.smtp_code, 554)
+        self.assertIn(b"requires encryption", adhoc.exception.smtp_error)
+
+        with self.assertRaises(smtplib.SMTPDataError) as card:  # fallback plain-tls: not available yet, 4xx
+            self.send(message("invoice", "Card 4111 1111 1111 1111"))
+        self.assertEqual(card.exception.smtp_code, 451)
+
+        self.send(message("payment", "pay to DE89 3704 0044 0532 0130 00"))
+        self.send(message("lunch", "nothing to see"))
+        delivered = self.sink.wait_for(2)
+        subjects = sorted(data.split(b"Subject: ")[1].split(b"\r\n")[0] for _, data in delivered)
+        self.assertEqual(subjects, [b"lunch", b"payment"], "nothing the policy refused reached the next hop")
+
+        records = [json.loads(self.pv.archive("show", i).stdout) for i in self.pv.archive_list()]
+        tagged = [r for r in records if r.get("tags")]
+        self.assertEqual(len(tagged), 1)
+        self.assertEqual(tagged[0]["policy"], ["iban"])
+        self.assertEqual(tagged[0]["tags"], ["bank"])
+        self.assertEqual(tagged[0]["decisions"][0]["rules"], ["iban"])
+        self.assertIn("DE89…3000", tagged[0]["decisions"][0]["evidence"][0]["text"])
+
+        def count(query):
+            result = self.pv.cli("search", "--config", str(self.pv.config_path), "--count", query)
+            return int(result.stdout.split()[-1])
+        wait_until(lambda: count("tag:bank") == 1, timeout=30, message="the tag in the index")
+        self.assertEqual(count("policy:iban"), 1)
+        self.assertEqual(count("*"), 2)
