@@ -150,7 +150,7 @@ struct Policy::Compiled {
     std::vector<std::unique_ptr<RE2>> header_res;
     std::vector<std::string> custom_names;
     CustomDetectors customs;
-    bool uses_detectors = false, uses_text = false;
+    bool uses_detectors = false, uses_text = false, uses_attachments = false;
 };
 
 namespace {
@@ -357,12 +357,14 @@ private:
                 }
             } else if (k == "attachment_name" || k == "attachment_type") {
                 c.kind = k == "attachment_name" ? Condition::Kind::attachment_name : Condition::Kind::attachment_type;
+                out_.uses_attachments = true;
                 c.globs = globs(value, where, false);
                 if (k == "attachment_name")  // an extension alone means *.ext
                     for (auto& pattern : c.globs.include)
                         if (pattern.starts_with(".")) pattern = "*" + pattern;
             } else if (k == "attachment_size" || k == "message_size") {
                 c.kind = k == "attachment_size" ? Condition::Kind::attachment_size : Condition::Kind::message_size;
+                if (k == "attachment_size") out_.uses_attachments = true;
                 auto text = value.value<std::string>();
                 std::string spec = text ? *text : "";
                 std::size_t op_length = spec.starts_with(">=") || spec.starts_with("<=") ? 2
@@ -767,7 +769,16 @@ Verdict Policy::evaluate(const Envelope& envelope, std::string_view message) con
     facts.mail_from = envelope.mail_from;
     facts.direction = envelope.direction;
     facts.size = message.size();
-    facts.content = search::extract_message(message);
+    // Only what the rules look at: without text, detector or attachment conditions, the header
+    // block is enough (subject, addresses, the ad-hoc triggers) — the relay evaluates every message.
+    const bool whole = c.uses_text || c.uses_detectors || c.uses_attachments;
+    std::string_view parsed = message;
+    if (!whole) {
+        const std::size_t crlf = message.find("\r\n\r\n"), lf = message.find("\n\n");
+        if (crlf != std::string_view::npos && crlf < lf) parsed = message.substr(0, crlf + 2);
+        else if (lf != std::string_view::npos) parsed = message.substr(0, lf + 1);
+    }
+    facts.content = search::extract_message(parsed);
     facts.subject = facts.content.subject;
     facts.units.push_back({"body", facts.content.body});
     for (const auto& attachment : facts.content.attachments)
