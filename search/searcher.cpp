@@ -308,29 +308,36 @@ Result<SearchResult> Searcher::search(const SearchRequest& request, const TextOf
         Xapian::Database& db = impl_->db;
         const Xapian::doccount all = db.get_doccount();
 
-        // The exact total and the facets, over every match.
-        {
+        // The exact total and the facets, over every match: asked of the page's own match on
+        // the first page (Xapian then examines every match: check_at_least = all), by a
+        // separate count when a cursor narrows the page's query.
+        const bool first_page = after_key.empty() && offset == 0;
+        ValueSpy senders(slot_sender_domain, false), months(slot_month, false);
+        ValueSpy recipients(slot_recipient_domains, true), methods(slot_methods, true);
+        auto add_spies = [&](Xapian::Enquire& enquire) {
+            if (!request.facets) return;
+            enquire.add_matchspy(&senders);
+            enquire.add_matchspy(&recipients);
+            enquire.add_matchspy(&months);
+            enquire.add_matchspy(&methods);
+        };
+        auto take_facets = [&] {
+            if (!request.facets) return;
+            Facets facets;
+            facets.sender_domains = top(senders.counts(), 50, false);
+            facets.recipient_domains = top(recipients.counts(), 50, false);
+            facets.months = top(months.counts(), 1000, true);
+            facets.methods = top(methods.counts(), 50, false);
+            result.facets = std::move(facets);
+        };
+        if (!first_page) {
             Xapian::Enquire enquire(db);
             enquire.set_query(*query);
             enquire.set_weighting_scheme(Xapian::BoolWeight());
-            ValueSpy senders(slot_sender_domain, false), months(slot_month, false);
-            ValueSpy recipients(slot_recipient_domains, true), methods(slot_methods, true);
-            if (request.facets) {
-                enquire.add_matchspy(&senders);
-                enquire.add_matchspy(&recipients);
-                enquire.add_matchspy(&months);
-                enquire.add_matchspy(&methods);
-            }
+            add_spies(enquire);
             const Xapian::MSet counted = enquire.get_mset(0, request.facets ? all : 0, all);
             result.total = counted.get_matches_lower_bound();
-            if (request.facets) {
-                Facets facets;
-                facets.sender_domains = top(senders.counts(), 50, false);
-                facets.recipient_domains = top(recipients.counts(), 50, false);
-                facets.months = top(months.counts(), 1000, true);
-                facets.methods = top(methods.counts(), 50, false);
-                result.facets = std::move(facets);
-            }
+            take_facets();
         }
 
         // The page.
@@ -346,7 +353,12 @@ Result<SearchResult> Searcher::search(const SearchRequest& request, const TextOf
         } else {
             enquire.set_sort_by_relevance_then_value(slot_sort_key, true);
         }
-        const Xapian::MSet mset = enquire.get_mset(by_date ? 0 : offset, limit + 2);
+        if (first_page) add_spies(enquire);
+        const Xapian::MSet mset = enquire.get_mset(by_date ? 0 : offset, limit + 2, first_page ? all : 0);
+        if (first_page) {
+            result.total = mset.get_matches_lower_bound();
+            take_facets();
+        }
         std::size_t taken = 0;
         bool more = false;
         std::string last_key;
