@@ -354,6 +354,22 @@ struct Archive::Impl {
 
     rocksdb::ColumnFamilyHandle* cf(std::size_t column) const { return columns[column]; }
 
+    // An event on the chain, with the records it is about written in the same synced batch.
+    Status append_event(const std::string& type, const std::string& subject, const std::string& actor,
+                        const std::string& detail, std::vector<WriteOp> writes) {
+        if (mode != OpenMode::writer) return Error::permanent("archive.read_only", "the archive is open read-only");
+        Operation operation;
+        operation.kind = Operation::Kind::event;
+        operation.type = type;
+        operation.subject = subject;
+        operation.actor = actor;
+        operation.detail = detail;
+        operation.writes = std::move(writes);
+        auto result = submit_and_wait(std::move(operation));
+        if (!result) return result.error();
+        return Status::success();
+    }
+
     Result<std::optional<std::string>> read(std::size_t column, const std::string& key) const {
         std::string value;
         const auto status = db->Get(read_options(), cf(column), key, &value);
@@ -1068,31 +1084,12 @@ Status Archive::record_outcomes(const std::string& id, const std::vector<Recipie
 
 Status Archive::record_event(const std::string& type, const std::string& subject, const std::string& actor,
                              const std::string& detail) {
-    if (impl_->mode != OpenMode::writer) return Error::permanent("archive.read_only", "the archive is open read-only");
-    Operation operation;
-    operation.kind = Operation::Kind::event;
-    operation.type = type;
-    operation.subject = subject;
-    operation.actor = actor;
-    operation.detail = detail;
-    auto result = impl_->submit_and_wait(std::move(operation));
-    if (!result) return result.error();
-    return Status::success();
+    return impl_->append_event(type, subject, actor, detail, {});
 }
 
 Status Archive::put_record(const std::string& kind, const std::string& key, const std::string& value,
                            const std::string& type, const std::string& actor, const std::string& detail) {
-    if (impl_->mode != OpenMode::writer) return Error::permanent("archive.read_only", "the archive is open read-only");
-    Operation operation;
-    operation.kind = Operation::Kind::event;
-    operation.type = type;
-    operation.subject = key;
-    operation.actor = actor;
-    operation.detail = detail.empty() ? value : detail;
-    operation.writes.push_back({kMeta, "r/" + kind + "/" + key, value});
-    auto result = impl_->submit_and_wait(std::move(operation));
-    if (!result) return result.error();
-    return Status::success();
+    return impl_->append_event(type, key, actor, detail.empty() ? value : detail, {{kMeta, "r/" + kind + "/" + key, value}});
 }
 
 Result<std::optional<std::string>> Archive::record(const std::string& kind, const std::string& key) const {

@@ -34,6 +34,7 @@
 #include <utility>
 
 #include "common/openssl.h"
+#include "common/utf8.h"
 
 namespace postvault::exports {
 namespace {
@@ -237,27 +238,6 @@ Result<Digests> digests_of(std::string_view bytes) {
 
 constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
 
-// Length of the valid UTF-8 sequence at p (1 to 4), or 0 (overlong forms, surrogates and code
-// points above U+10FFFF are not valid).
-std::size_t utf8_sequence_length(const unsigned char* p, std::size_t remaining) {
-    const unsigned char c = p[0];
-    if (c < 0x80) return 1;
-    auto continuation = [&](std::size_t i, unsigned char low, unsigned char high) {
-        return i < remaining && p[i] >= low && p[i] <= high;
-    };
-    if (c >= 0xC2 && c <= 0xDF) return continuation(1, 0x80, 0xBF) ? 2 : 0;
-    if (c >= 0xE0 && c <= 0xEF) {
-        const unsigned char low = c == 0xE0 ? 0xA0 : 0x80;
-        const unsigned char high = c == 0xED ? 0x9F : 0xBF;
-        return continuation(1, low, high) && continuation(2, 0x80, 0xBF) ? 3 : 0;
-    }
-    if (c >= 0xF0 && c <= 0xF4) {
-        const unsigned char low = c == 0xF0 ? 0x90 : 0x80;
-        const unsigned char high = c == 0xF4 ? 0x8F : 0xBF;
-        return continuation(1, low, high) && continuation(2, 0x80, 0xBF) && continuation(3, 0x80, 0xBF) ? 4 : 0;
-    }
-    return 0;
-}
 
 // Valid UTF-8 as it is, each invalid byte as U+FFFD. With for_xml, the characters XML 1.0
 // forbids (C0 controls other than TAB, LF, CR; U+FFFE; U+FFFF) become U+FFFD too.

@@ -216,12 +216,19 @@ Result<Json> Exports::get(const std::string& id) {
     return job_json(*it->second);
 }
 
-Result<ExportFile> Exports::file(const std::string& id) {
-    std::lock_guard lock(mutex_);
+Result<const Exports::Job*> Exports::finished(const std::string& id) const {
     auto it = jobs_.find(id);
     if (it == jobs_.end()) return Error::permanent("export.not_found", "no export " + id);
-    const Job& job = *it->second;
-    if (job.state != "done") return Error::permanent("export.not_ready", "export " + id + " is " + job.state);
+    if (it->second->state != "done")
+        return Error::permanent("export.not_ready", "export " + id + " is " + it->second->state);
+    return it->second.get();
+}
+
+Result<ExportFile> Exports::file(const std::string& id) {
+    std::lock_guard lock(mutex_);
+    auto done = finished(id);
+    if (!done) return done.error();
+    const Job& job = **done;
     auto format = exports::parse_format(job.format);
     if (!format) return format.error();
     return ExportFile{job.path, job.size, job.sha256, std::string(exports::content_type(*format)),
@@ -230,11 +237,9 @@ Result<ExportFile> Exports::file(const std::string& id) {
 
 Result<Json> Exports::manifest(const std::string& id) {
     std::lock_guard lock(mutex_);
-    auto it = jobs_.find(id);
-    if (it == jobs_.end()) return Error::permanent("export.not_found", "no export " + id);
-    const Job& job = *it->second;
-    if (job.state != "done") return Error::permanent("export.not_ready", "export " + id + " is " + job.state);
-    return Json{{"manifest", job.manifest}, {"custody", job.custody}};
+    auto done = finished(id);
+    if (!done) return done.error();
+    return Json{{"manifest", (*done)->manifest}, {"custody", (*done)->custody}};
 }
 
 void Exports::run() {

@@ -78,6 +78,7 @@ private:
     void execute(Job& job);
     Status save(const Job& job, const std::string& event_detail);
     nlohmann::json job_json(const Job& job) const;
+    Result<const Job*> finished(const std::string& id) const;  // caller holds mutex_
 
     archive::Archive& archive_;
     Holds& holds_;

@@ -21,6 +21,7 @@
 #include "archive/chain.h"
 #include "audit-api/exports.h"
 #include "audit-api/holds.h"
+#include "common/utf8.h"
 #include "search/extract.h"
 #include "search/index.h"
 #include "search/result_json.h"
@@ -45,13 +46,6 @@ Reply json_reply(const Json& j, http::status status = http::status::ok) {
 
 // --- targets ---------------------------------------------------------------------------------
 
-int hex_value(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
 // Percent-decoding ('+' is a space in query strings); nullopt on a broken escape or NUL.
 std::optional<std::string> percent_decode(std::string_view text, bool plus_is_space) {
     std::string out;
@@ -60,7 +54,7 @@ std::optional<std::string> percent_decode(std::string_view text, bool plus_is_sp
         char c = text[i];
         if (c == '%') {
             if (i + 2 >= text.size()) return std::nullopt;
-            const int high = hex_value(text[i + 1]), low = hex_value(text[i + 2]);
+            const int high = hex_digit_value(text[i + 1]), low = hex_digit_value(text[i + 2]);
             if (high < 0 || low < 0) return std::nullopt;
             c = static_cast<char>(high * 16 + low);
             i += 2;

@@ -38,6 +38,7 @@
 #include <utility>
 
 #include "common/gmime.h"
+#include "common/utf8.h"
 
 namespace postvault::search {
 namespace {
@@ -85,27 +86,6 @@ std::string_view trim(std::string_view text) {
     return text;
 }
 
-// Length of the valid UTF-8 sequence at p (1 to 4), or 0 if the bytes there are not one
-// (overlong forms, surrogates and code points above U+10FFFF are not valid).
-std::size_t utf8_sequence_length(const unsigned char* p, std::size_t remaining) {
-    const unsigned char c = p[0];
-    if (c < 0x80) return 1;
-    auto continuation = [&](std::size_t i, unsigned char low, unsigned char high) {
-        return i < remaining && p[i] >= low && p[i] <= high;
-    };
-    if (c >= 0xC2 && c <= 0xDF) return continuation(1, 0x80, 0xBF) ? 2 : 0;
-    if (c >= 0xE0 && c <= 0xEF) {
-        const unsigned char low = c == 0xE0 ? 0xA0 : 0x80;
-        const unsigned char high = c == 0xED ? 0x9F : 0xBF;
-        return continuation(1, low, high) && continuation(2, 0x80, 0xBF) ? 3 : 0;
-    }
-    if (c >= 0xF0 && c <= 0xF4) {
-        const unsigned char low = c == 0xF0 ? 0x90 : 0x80;
-        const unsigned char high = c == 0xF4 ? 0x8F : 0xBF;
-        return continuation(1, low, high) && continuation(2, 0x80, 0xBF) && continuation(3, 0x80, 0xBF) ? 4 : 0;
-    }
-    return 0;
-}
 
 // One pass; eight ASCII bytes at a time while it can.
 bool is_valid_utf8(std::string_view text) {
@@ -444,12 +424,6 @@ constexpr std::array<signed char, 256> kBase64Values = [] {
     return table;
 }();
 
-int hex_value(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
 
 // The bytes of one word's payload appended to `out`: base64 up to its padding (characters
 // outside the alphabet skipped), or Q ("_" a space, "=XX" a byte).
@@ -474,8 +448,8 @@ void append_word_bytes(std::string& out, const EncodedWord& word) {
     for (std::size_t i = 0; i < q.size(); ++i) {
         if (q[i] == '_') {
             out += ' ';
-        } else if (q[i] == '=' && i + 2 < q.size() && hex_value(q[i + 1]) >= 0 && hex_value(q[i + 2]) >= 0) {
-            out += static_cast<char>(hex_value(q[i + 1]) * 16 + hex_value(q[i + 2]));
+        } else if (q[i] == '=' && i + 2 < q.size() && hex_digit_value(q[i + 1]) >= 0 && hex_digit_value(q[i + 2]) >= 0) {
+            out += static_cast<char>(hex_digit_value(q[i + 1]) * 16 + hex_digit_value(q[i + 2]));
             i += 2;
         } else {
             out += q[i];

@@ -64,6 +64,13 @@ std::string human_size(std::uint64_t bytes) {
     return std::to_string(bytes) + " bytes";
 }
 
+// A keyword or phrase as a pattern: literal, whole words, any white space between its words.
+std::string keyword_pattern(const std::string& keyword) {
+    std::string pattern = "\\b" + RE2::QuoteMeta(keyword) + "\\b";
+    for (std::size_t at = 0; (at = pattern.find("\\ ", at)) != std::string::npos;) pattern.replace(at, 2, "\\s+");
+    return pattern;
+}
+
 // --- compiled conditions -------------------------------------------------------------------
 
 // A list of globs with exclusions ("!x"): it holds for a value matching some inclusion (or
@@ -300,11 +307,7 @@ private:
                 c.kind = k == "subject" ? Condition::Kind::subject : Condition::Kind::text;
                 for (const auto& entry : strings(value, where)) {
                     std::string pattern = entry;
-                    if (k == "keywords") {  // a whole word or phrase, literally
-                        pattern = "\\b" + RE2::QuoteMeta(entry) + "\\b";
-                        for (std::size_t at = 0; (at = pattern.find("\\ ", at)) != std::string::npos;)
-                            pattern.replace(at, 2, "\\s+");
-                    }
+                    if (k == "keywords") pattern = keyword_pattern(entry);
                     const int index = add_pattern(value, pattern, k == "subject");
                     if (index >= 0) {
                         c.patterns.push_back(index);
@@ -315,10 +318,7 @@ private:
                     Condition in_subject;
                     in_subject.kind = Condition::Kind::subject;
                     for (const auto& entry : c.pattern_texts) {
-                        std::string pattern = "\\b" + RE2::QuoteMeta(entry) + "\\b";
-                        for (std::size_t at = 0; (at = pattern.find("\\ ", at)) != std::string::npos;)
-                            pattern.replace(at, 2, "\\s+");
-                        in_subject.patterns.push_back(add_pattern(value, pattern, true));
+                        in_subject.patterns.push_back(add_pattern(value, keyword_pattern(entry), true));
                         in_subject.pattern_texts.push_back(entry);
                     }
                     Condition either;

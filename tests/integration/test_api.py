@@ -31,7 +31,7 @@ import unittest
 import urllib.parse
 import warnings
 
-from harness import BINARY, SOURCE_DIR, Postvault, PostvaultTestCase, free_port, wait_for_port, wait_until
+from harness import BINARY, SOURCE_DIR, Postvault, PostvaultTestCase, free_port, pdf, wait_for_port, wait_until
 
 CORPUS = SOURCE_DIR.parent / "shared" / "corpus" / "ext4-dev.tar.zst"
 CORPUS_SLICE = 150
@@ -42,25 +42,6 @@ REVIEW_DOMAIN = "partner.example"
 
 # --- test mail --------------------------------------------------------------------------------
 
-def pdf(text):
-    """A one-page PDF with `text`, with a correct cross-reference table."""
-    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
-    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-               b"/Resources << /Font << /F1 5 0 R >> >> >>",
-               b"<< /Length " + str(len(stream)).encode() + b" >>\nstream\n" + stream + b"\nendstream",
-               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
-    out = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n"
-    offsets = []
-    for number, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += f"{number} 0 obj\n".encode() + body + b"\nendobj\n"
-    xref = len(out)
-    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
-    for offset in offsets:
-        out += f"{offset:010d} 00000 n \n".encode()
-    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
-    return out
 
 
 PDF_NAME = "Überblick Q1.pdf"              # RFC 2231 encoded in the message
