@@ -385,6 +385,9 @@ int run_serve(const std::string& config_path) {
     asio::thread_pool control_workers(2);
     control::ControlServer control_server(io, control_workers, handlers);
 
+    // Signals are caught from before the first listener opens: a SIGHUP sent as soon as the
+    // port answers waits in the set instead of killing the process with the default action.
+    asio::signal_set signals(io, SIGTERM, SIGINT, SIGHUP);
     if (auto started = server.start(); !started) {
         spdlog::error("serve: {}", started.error().message);
         return 1;
@@ -439,7 +442,6 @@ int run_serve(const std::string& config_path) {
     };
     schedule_repack();
 
-    asio::signal_set signals(io, SIGTERM, SIGINT, SIGHUP);
     std::function<void(const boost::system::error_code&, int)> on_signal;
     bool stopping = false;
     on_signal = [&](const boost::system::error_code& signal_error, int signal_number) {

@@ -394,7 +394,9 @@ Result<EscrowDecryptor> EscrowDecryptor::open(const std::string& secret_key_file
         ~WipeOnExit() { OPENSSL_cleanse(secret.data(), secret.size()); }
     } wipe_bytes{*bytes};
 
-    std::string pattern = temporary_base() + "/postvault-escrow-XXXXXX";
+    // The process id in the name tells an operator whose home it is (and lets a test
+    // tell its own homes from those of other processes sharing /dev/shm).
+    std::string pattern = temporary_base() + "/postvault-escrow-" + std::to_string(::getpid()) + "-XXXXXX";
     if (::mkdtemp(pattern.data()) == nullptr)   // mkdtemp makes it 0700
         return Error::temporary("archive.escrow_home", "cannot create " + pattern + ": " + std::strerror(errno));
     auto home = std::make_unique<Home>(pattern, passphrase);   // from here on, ~Home cleans up

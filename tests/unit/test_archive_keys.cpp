@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -450,13 +451,14 @@ void kill_agents(const std::string& home) {
     if (std::system(command.c_str()) != 0) { /* nothing was running */ }
 }
 
-// The temporary escrow homes under `base` (other tests running in parallel may
-// create and remove their own meanwhile: compare sets, not counts).
+// This process's temporary escrow homes under `base` (other processes share the
+// directory, and this suite's other tests may create and remove their own: compare sets).
 std::set<std::string> escrow_homes(const std::string& base) {
     std::set<std::string> homes;
     std::error_code ignored;
+    const std::string own = "postvault-escrow-" + std::to_string(::getpid()) + "-";
     for (const auto& entry : fs::directory_iterator(base, ignored))
-        if (entry.path().filename().string().rfind("postvault-escrow-", 0) == 0) homes.insert(entry.path().string());
+        if (entry.path().filename().string().rfind(own, 0) == 0) homes.insert(entry.path().string());
     return homes;
 }
 
