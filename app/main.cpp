@@ -75,6 +75,18 @@ void print_message(const nlohmann::json& message, bool detailed) {
             }
             std::cout << "\n";
         }
+        if (detailed && recipient.contains("policy") && !recipient["policy"].is_null()) {
+            const auto& p = recipient["policy"];
+            std::cout << "        policy: rule " << p["rule"].get<std::string>();
+            if (!p["encrypt"].empty()) {
+                std::cout << " encrypt=";
+                for (const auto& m : p["encrypt"]) std::cout << m.get<std::string>() << ",";
+                std::cout << p["fallback"].get<std::string>();
+            }
+            for (const char* flag : {"sign", "require_tls", "quarantine", "notify"})
+                if (p[flag].get<bool>()) std::cout << " " << flag;
+            std::cout << "\n";
+        }
     }
     if (detailed) {
         const auto& client = message["client"];
@@ -151,11 +163,13 @@ int main(int argc, char** argv) {
     queue_show->add_option("id", queue_id, "Queue id")->required();
     auto* queue_retry = queue->add_subcommand("retry", "Attempt delivery of one message now");
     queue_retry->add_option("id", queue_id, "Queue id")->required();
+    auto* queue_release = queue->add_subcommand("release", "Release the recipients the policy held (quarantine, hold)");
+    queue_release->add_option("id", queue_id, "Queue id")->required();
     auto* queue_delete = queue->add_subcommand("delete", "Delete one message from the queue");
     queue_delete->add_option("id", queue_id, "Queue id")->required();
     auto* queue_flush = queue->add_subcommand("flush", "Attempt every deferred message now");
     auto* queue_quarantine = queue->add_subcommand("quarantine", "List queue records set aside as unreadable");
-    for (auto* sub : {queue_list, queue_show, queue_retry, queue_delete, queue_flush, queue_quarantine}) {
+    for (auto* sub : {queue_list, queue_show, queue_retry, queue_release, queue_delete, queue_flush, queue_quarantine}) {
         sub->add_option("--config", config_path, "Configuration file")->capture_default_str();
         sub->add_flag("--json", json_output, "Print the server's JSON answer");
     }
@@ -305,6 +319,12 @@ int main(int argc, char** argv) {
     if (*queue_retry) {
         return control_command(config_path, {{"command", "queue.retry"}, {"id", queue_id}}, json_output,
                                [&](const nlohmann::json&) { std::cout << queue_id << ": scheduled now\n"; });
+    }
+    if (*queue_release) {
+        return control_command(config_path, {{"command", "queue.release"}, {"id", queue_id}}, json_output,
+                               [&](const nlohmann::json& r) {
+                                   std::cout << queue_id << ": " << r["released"] << " recipient(s) released\n";
+                               });
     }
     if (*queue_delete) {
         return control_command(config_path, {{"command", "queue.delete"}, {"id", queue_id}}, json_output,

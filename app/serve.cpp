@@ -34,6 +34,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "gateway/control/control.h"
+#include "gateway/delivery/dsn.h"
 #include "gateway/delivery/engine.h"
 #include "gateway/queue/queue.h"
 #include "gateway/smtp/server.h"
@@ -47,11 +48,14 @@ constexpr std::size_t worker_threads = 4;
 
 // Queue and archive in parallel; 250 when both have it (see the file comment). The policy's
 // verdict goes into the archive record: the rules that fired, their tags, the decisions.
+// The archive keeps the message as received; the queue gets `to_send` (the ad-hoc subject tag
+// removed) with each recipient's handling.
 void commit_message(queue::Queue& message_queue, asio::thread_pool& workers, archive::Archive* archive,
-                    const std::string& id, const Envelope& envelope, std::string message, const std::string& direction,
-                    const policy::Verdict& verdict, std::function<void(Status)> done) {
+                    const std::string& id, const Envelope& envelope, std::string message, std::string to_send,
+                    const std::string& direction, const policy::Verdict& verdict,
+                    std::vector<queue::Handling> handling, std::function<void(Status)> done) {
     if (!archive) {
-        message_queue.commit(id, envelope, std::move(message), std::move(done));
+        message_queue.commit(id, envelope, std::move(to_send), std::move(done), std::move(handling));
         return;
     }
     struct Join {
@@ -86,7 +90,7 @@ void commit_message(queue::Queue& message_queue, asio::thread_pool& workers, arc
     };
     archive::IngestRequest request;
     request.id = id;
-    request.bytes = message;
+    request.bytes = std::move(message);
     request.envelope = envelope;
     request.direction = direction;
     for (const auto& decision : verdict.recipients) {
@@ -97,32 +101,79 @@ void commit_message(queue::Queue& message_queue, asio::thread_pool& workers, arc
             if (std::find(request.tags.begin(), request.tags.end(), tag) == request.tags.end()) request.tags.push_back(tag);
     }
     if (!request.policy_rules.empty()) request.decisions = policy::to_json(verdict)["recipients"];
-    message_queue.commit(id, envelope, std::move(message), [finish](Status status) { finish(true, status); });
+    message_queue.commit(id, envelope, std::move(to_send), [finish](Status status) { finish(true, status); },
+                         std::move(handling));
     archive->ingest(std::move(request), [finish](Result<archive::IngestResult> result) {
         finish(false, result ? Status::success() : Status(result.error()));
     });
 }
 
-// What the relay cannot do yet refuses the message rather than send it unprotected: a rule's
-// reject text (5xx); an encryption the policy asks for — no method is available until OpenPGP
-// and S/MIME exist — with fallback "bounce" (5xx, the sender learns why at once) or "hold" /
-// "plain-tls" (4xx: kept by the sending server and retried). Never plaintext.
+// A rule's reject refuses the whole message with its text (5xx): after DATA one answer covers
+// every recipient.
 std::optional<Error> policy_refusal(const policy::Verdict& verdict) {
     for (const auto& decision : verdict.recipients)
         if (!decision.actions.reject.empty())
             return Error::permanent("policy.reject", decision.actions.reject);
-    for (const auto& decision : verdict.recipients) {
-        const auto& a = decision.actions;
-        if (a.fallback.empty()) continue;
-        std::string methods;
-        for (const auto& m : a.encrypt) methods += (methods.empty() ? "" : ", ") + m;
-        const std::string text = "<" + decision.address + ">: policy (" + decision.rules.front() +
-                                 ") requires encryption" + (methods.empty() ? "" : " (" + methods + ")") +
-                                 " and no method is available; not sent";
-        if (a.fallback == "bounce") return Error::permanent("policy.encrypt", text);
-        return Error::temporary("policy.encrypt", text + " (fallback " + a.fallback + " is not available yet)");
-    }
     return std::nullopt;
+}
+
+// What the delivery engine is to do for each recipient (the queue keeps it).
+std::vector<queue::Handling> handling_of(const policy::Verdict& verdict) {
+    std::vector<queue::Handling> out;
+    for (const auto& decision : verdict.recipients) {
+        const policy::Actions& a = decision.actions;
+        queue::Handling h;
+        h.encrypt = a.encrypt;
+        h.fallback = a.fallback;
+        h.sign = a.sign;
+        h.require_tls = a.require_tls;
+        h.quarantine = a.quarantine;
+        h.notify = a.notify;
+        if (!a.encrypt_rule.empty()) h.rule = a.encrypt_rule;
+        else if (!decision.rules.empty()) h.rule = decision.rules.front();
+        out.push_back(std::move(h));
+    }
+    return out;
+}
+
+// The lines of the acceptance notice: one per recipient whose rules ask to notify the sender.
+std::vector<std::string> notice_lines(const policy::Verdict& verdict) {
+    std::vector<std::string> lines;
+    for (const auto& decision : verdict.recipients) {
+        const policy::Actions& a = decision.actions;
+        if (!a.notify) continue;
+        std::vector<std::string> what;
+        if (a.quarantine) what.push_back("held for review by an administrator before it is sent");
+        if (!a.encrypt.empty()) {
+            std::string methods;
+            for (const auto& m : a.encrypt) methods += (methods.empty() ? "" : " or ") + m;
+            const std::string otherwise = a.fallback == "plain-tls" ? "sent only over a verified TLS connection"
+                                          : a.fallback == "hold"    ? "held for an administrator"
+                                                                    : "returned to you";
+            what.push_back("encrypted with " + methods + " (if no method can reach this recipient: " + otherwise + ")");
+        } else if (!a.fallback.empty()) {
+            what.push_back(a.fallback == "plain-tls" ? "sent only over a verified TLS connection"
+                           : a.fallback == "hold"    ? "held for an administrator"
+                                                     : "returned to you");
+        }
+        if (a.sign) what.push_back("signed");
+        if (a.require_tls) what.push_back("sent only over a verified TLS connection");
+        if (!a.tags.empty()) {
+            std::string tags;
+            for (const auto& t : a.tags) tags += (tags.empty() ? "" : ", ") + t;
+            what.push_back("labelled " + tags + " in the archive");
+        }
+        std::string line = "<" + decision.address + ">: ";
+        for (std::size_t i = 0; i < what.size(); ++i) line += (i ? "; " : "") + what[i];
+        if (what.empty()) line += "delivered as usual";
+        std::string rules;
+        for (const auto& r : decision.rules) rules += (rules.empty() ? "" : ", ") + r;
+        line += " (policy: " + rules + ")";
+        for (std::size_t i = 0; i < decision.evidence.size() && i < 3; ++i)
+            line += (i ? "; " : ". Found: ") + decision.evidence[i].text;
+        lines.push_back(std::move(line));
+    }
+    return lines;
 }
 
 }  // namespace
@@ -200,7 +251,9 @@ int run_serve(const std::string& config_path) {
                 archive::RecipientOutcome outcome;
                 outcome.address = change.address;
                 outcome.state = queue::to_string(change.state);
-                outcome.method = change.tls_version.empty() ? "plain" : "tls";
+                outcome.method = !change.method.empty()     ? change.method
+                                 : change.tls_version.empty() ? "plain"
+                                                              : "tls";
                 outcome.reply = change.last_reply;
                 outcome.remote_host = change.remote_host;
                 outcome.tls_version = change.tls_version;
@@ -216,9 +269,9 @@ int run_serve(const std::string& config_path) {
     // Queue and archive in parallel; 250 when both have it (see the file comment).
     std::atomic<std::uint64_t> accepted_messages{0};
     auto relay_commit = [&message_queue, &workers, archive, &config, &config_mutex = config_lock, &accepted_messages,
-                         &active_policy](const std::string& id, const Envelope& envelope, std::string message,
-                                         std::function<void(Status)> reply) {
-        auto done = [reply = std::move(reply), &accepted_messages](Status status) {
+                         &active_policy, &engine](const std::string& id, const Envelope& envelope,
+                                                  std::string message, std::function<void(Status)> reply) {
+        std::function<void(Status)> done = [reply = std::move(reply), &accepted_messages](Status status) {
             if (status.ok()) ++accepted_messages;
             reply(std::move(status));
         };
@@ -226,9 +279,11 @@ int run_serve(const std::string& config_path) {
         asio::post(workers, [&, id, envelope, message = std::move(message), done = std::move(done)]() mutable {
             std::shared_ptr<const policy::Policy> current;
             std::string direction;
+            std::string reporting_mta;
             {
                 std::lock_guard lock(config_mutex);
                 current = active_policy;
+                reporting_mta = config->server.hostname;
                 const auto& local = config->smtp.local_domains;
                 const bool all_local = !envelope.recipients.empty() &&
                     std::all_of(envelope.recipients.begin(), envelope.recipients.end(), [&](const std::string& rcpt) {
@@ -243,8 +298,41 @@ int run_serve(const std::string& config_path) {
                 done(*refusal);
                 return;
             }
-            commit_message(message_queue, workers, archive, id, envelope, std::move(message), direction, verdict,
-                           std::move(done));
+            std::string to_send = verdict.strip_subject_tag ? current->without_subject_tag(message) : message;
+            auto lines = notice_lines(verdict);
+            if (!lines.empty() && !envelope.mail_from.empty()) {
+                // Once the message itself is safe, tell the sender what the policy does with it.
+                delivery::NoticeRequest notice;
+                notice.reporting_mta = reporting_mta;
+                notice.queue_id = id;
+                notice.original = envelope;
+                notice.original_message = message;
+                notice.lines = std::move(lines);
+                notice.now_unix = envelope.received_unix;
+                auto built = delivery::build_notice(notice);
+                if (!built) spdlog::error("qid={} cannot build the policy notice: {}", id, built.error().message);
+                else
+                    done = [done = std::move(done), built = std::make_shared<delivery::Dsn>(std::move(*built)),
+                            &message_queue, &engine, id](Status status) {
+                        if (status.ok()) {
+                            const std::string notice_id = queue::make_queue_id();
+                            message_queue.commit(notice_id, built->envelope, built->message,
+                                                 [&engine, notice_id, id](Status queued) {
+                                                     if (queued.ok()) {
+                                                         spdlog::info("qid={} policy notice to the sender: qid={}", id,
+                                                                      notice_id);
+                                                         engine.enqueue(notice_id);
+                                                     } else {
+                                                         spdlog::error("qid={} cannot queue the policy notice: {}", id,
+                                                                       queued.error().message);
+                                                     }
+                                                 });
+                        }
+                        done(std::move(status));
+                    };
+            }
+            commit_message(message_queue, workers, archive, id, envelope, std::move(message), std::move(to_send),
+                           direction, verdict, handling_of(verdict), std::move(done));
         });
     };
     smtp::Server::Sink relay_sink;

@@ -28,6 +28,12 @@ nlohmann::json error_json(const Error& error) {
 nlohmann::json to_json(const queue::QueuedMessage& message) {
     nlohmann::json recipients = nlohmann::json::array();
     for (const auto& recipient : message.recipients) {
+        const queue::Handling& h = recipient.handling;
+        nlohmann::json policy = nullptr;
+        if (h != queue::Handling{})
+            policy = {{"encrypt", h.encrypt}, {"fallback", h.fallback},     {"sign", h.sign},
+                      {"require_tls", h.require_tls}, {"quarantine", h.quarantine}, {"notify", h.notify},
+                      {"rule", h.rule}};
         recipients.push_back({
             {"index", recipient.index},
             {"address", recipient.address},
@@ -39,6 +45,8 @@ nlohmann::json to_json(const queue::QueuedMessage& message) {
             {"remote_host", recipient.remote_host},
             {"tls_version", recipient.tls_version},
             {"tls_cipher", recipient.tls_cipher},
+            {"method", recipient.method},
+            {"policy", policy},
         });
     }
     const auto& envelope = message.envelope;
@@ -87,6 +95,13 @@ struct ControlServer::Impl : std::enable_shared_from_this<ControlServer::Impl> {
             if (!message) return error_json(message.error());
             if (!handlers.delivery->retry_now(id)) handlers.delivery->enqueue(id);
             return {{"ok", true}};
+        }
+        if (command == "queue.release") {
+            auto released = queue.release(id);
+            if (!released) return error_json(released.error());
+            spdlog::info("qid={} control: {} held recipient(s) released by the administrator", id, *released);
+            if (!handlers.delivery->retry_now(id)) handlers.delivery->enqueue(id);
+            return {{"ok", true}, {"released", *released}};
         }
         if (command == "queue.delete") {
             Status removed = queue.remove(id);

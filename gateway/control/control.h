@@ -6,6 +6,7 @@
 //   {"command":"queue.list"}            -> {"ok":true,"messages":[...]}
 //   {"command":"queue.show","id":ID}    -> {"ok":true,"message":{...}}
 //   {"command":"queue.retry","id":ID}   -> {"ok":true}
+//   {"command":"queue.release","id":ID} -> {"ok":true,"released":N}  (held recipients)
 //   {"command":"queue.delete","id":ID}  -> {"ok":true}
 //   {"command":"queue.flush"}           -> {"ok":true,"scheduled":N}
 //   {"command":"queue.quarantine"}      -> {"ok":true,"records":[...]}

@@ -142,6 +142,68 @@ std::string dsn_status_of(std::string_view last_reply) {
     return status;
 }
 
+namespace {
+
+// A message from MAILER-DAEMON@reporting_mta to `to`, dated `now_unix`.
+GObjectPtr<GMimeMessage> new_system_message(const std::string& reporting_mta, const std::string& to,
+                                            const std::string& subject, std::int64_t now_unix) {
+    GObjectPtr<GMimeMessage> message(g_mime_message_new(TRUE));
+    g_mime_message_add_mailbox(message.get(), GMIME_ADDRESS_TYPE_FROM, "Mail Delivery System",
+                               ("MAILER-DAEMON@" + reporting_mta).c_str());
+    g_mime_message_add_mailbox(message.get(), GMIME_ADDRESS_TYPE_TO, nullptr, to.c_str());
+    g_mime_message_set_subject(message.get(), subject.c_str(), "utf-8");
+    GDateTimePtr now(g_date_time_new_from_unix_local(now_unix));
+    g_mime_message_set_date(message.get(), now.get());
+    GCharPtr message_id(g_mime_utils_generate_message_id(reporting_mta.c_str()));
+    g_mime_message_set_message_id(message.get(), message_id.get());
+    g_mime_object_set_header(GMIME_OBJECT(message.get()), "Auto-Submitted", "auto-replied", nullptr);
+    return message;
+}
+
+// A text/plain part: 7bit US-ASCII, or quoted-printable UTF-8.
+GObjectPtr<GMimeTextPart> text_part(const std::string& text) {
+    GObjectPtr<GMimeTextPart> part(g_mime_text_part_new_with_subtype("plain"));
+    g_mime_text_part_set_text(part.get(), text.c_str());
+    g_mime_part_set_content_encoding(GMIME_PART(part.get()), has_8bit(text) ? GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE
+                                                                            : GMIME_CONTENT_ENCODING_7BIT);
+    g_mime_object_set_content_type_parameter(GMIME_OBJECT(part.get()), "charset",
+                                             has_8bit(text) ? "utf-8" : "us-ascii");
+    return part;
+}
+
+// The bytes (CRLF) and the null-sender envelope to `to`.
+Result<Dsn> finish_system_message(GMimeMessage* message, const std::string& to, const std::string& reporting_mta,
+                                  std::int64_t now_unix) {
+    FormatOptionsPtr options(g_mime_format_options_clone(g_mime_format_options_get_default()));
+    g_mime_format_options_set_newline_format(options.get(), GMIME_NEWLINE_FORMAT_DOS);
+    GCharPtr bytes(g_mime_object_to_string(GMIME_OBJECT(message), options.get()));
+    if (!bytes) return Error::temporary("delivery.dsn", "GMime could not serialize the report");
+    Dsn dsn;
+    dsn.message = bytes.get();
+    dsn.envelope.mail_from.clear();
+    dsn.envelope.recipients = {to};
+    dsn.envelope.smtputf8 = has_8bit(to);
+    dsn.envelope.body_8bit = has_8bit(dsn.message);
+    dsn.envelope.declared_size = dsn.message.size();
+    dsn.envelope.received_unix = now_unix;
+    dsn.envelope.session.helo = reporting_mta;
+    return dsn;
+}
+
+// The unfolded, decoded value of header `name` in the header block, or "".
+std::string decoded_header(std::string_view message, const char* name) {
+    const std::string_view headers = header_block(message);
+    GObjectPtr<GMimeStream> stream(g_mime_stream_mem_new_with_buffer(headers.data(), headers.size()));
+    GObjectPtr<GMimeParser> parser(g_mime_parser_new_with_stream(stream.get()));
+    GObjectPtr<GMimeMessage> parsed(g_mime_parser_construct_message(parser.get(), nullptr));
+    if (!parsed) return {};
+    const char* value = g_mime_object_get_header(GMIME_OBJECT(parsed.get()), name);
+    if (value == nullptr) return {};
+    return single_line(take_string(GCharPtr(g_mime_utils_header_decode_text(nullptr, value))), 512);
+}
+
+}  // namespace
+
 Result<Dsn> build_dsn(const DsnRequest& request) {
     if (request.original.mail_from.empty())
         return Error::permanent("delivery.no_dsn", "no DSN for a message from the null sender");
@@ -149,29 +211,12 @@ Result<Dsn> build_dsn(const DsnRequest& request) {
         return Error::permanent("delivery.no_dsn", "no failed recipients to report");
     ensure_gmime();
 
-    GObjectPtr<GMimeMessage> message(g_mime_message_new(TRUE));
-    g_mime_message_add_mailbox(message.get(), GMIME_ADDRESS_TYPE_FROM, "Mail Delivery System",
-                               ("MAILER-DAEMON@" + request.reporting_mta).c_str());
-    g_mime_message_add_mailbox(message.get(), GMIME_ADDRESS_TYPE_TO, nullptr,
-                               request.original.mail_from.c_str());
-    g_mime_message_set_subject(message.get(), "Undelivered Mail Returned to Sender", nullptr);
-    GDateTimePtr now(g_date_time_new_from_unix_local(request.now_unix));
-    g_mime_message_set_date(message.get(), now.get());
-    GCharPtr message_id(g_mime_utils_generate_message_id(request.reporting_mta.c_str()));
-    g_mime_message_set_message_id(message.get(), message_id.get());
-    g_mime_object_set_header(GMIME_OBJECT(message.get()), "Auto-Submitted", "auto-replied", nullptr);
-
+    auto message = new_system_message(request.reporting_mta, request.original.mail_from,
+                                      "Undelivered Mail Returned to Sender", request.now_unix);
     GObjectPtr<GMimeMultipart> report(g_mime_multipart_new_with_subtype("report"));
     g_mime_object_set_content_type_parameter(GMIME_OBJECT(report.get()), "report-type", "delivery-status");
 
-    const std::string human = human_text(request);
-    GObjectPtr<GMimeTextPart> human_part(g_mime_text_part_new_with_subtype("plain"));
-    g_mime_text_part_set_text(human_part.get(), human.c_str());
-    g_mime_part_set_content_encoding(GMIME_PART(human_part.get()),
-                                     has_8bit(human) ? GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE
-                                                     : GMIME_CONTENT_ENCODING_7BIT);
-    g_mime_object_set_content_type_parameter(GMIME_OBJECT(human_part.get()), "charset",
-                                             has_8bit(human) ? "utf-8" : "us-ascii");
+    auto human_part = text_part(human_text(request));
     g_mime_part_set_content_description(GMIME_PART(human_part.get()), "Notification");
     g_mime_multipart_add(report.get(), GMIME_OBJECT(human_part.get()));
 
@@ -186,22 +231,28 @@ Result<Dsn> build_dsn(const DsnRequest& request) {
     g_mime_multipart_add(report.get(), GMIME_OBJECT(headers_part.get()));
 
     g_mime_message_set_mime_part(message.get(), GMIME_OBJECT(report.get()));
+    return finish_system_message(message.get(), request.original.mail_from, request.reporting_mta, request.now_unix);
+}
 
-    FormatOptionsPtr options(g_mime_format_options_clone(g_mime_format_options_get_default()));
-    g_mime_format_options_set_newline_format(options.get(), GMIME_NEWLINE_FORMAT_DOS);
-    GCharPtr bytes(g_mime_object_to_string(GMIME_OBJECT(message.get()), options.get()));
-    if (!bytes) return Error::temporary("delivery.dsn", "GMime could not serialize the DSN");
+Result<Dsn> build_notice(const NoticeRequest& request) {
+    if (request.original.mail_from.empty())
+        return Error::permanent("delivery.no_dsn", "no notice for a message from the null sender");
+    if (request.lines.empty()) return Error::permanent("delivery.no_dsn", "nothing to report");
+    ensure_gmime();
 
-    Dsn dsn;
-    dsn.message = bytes.get();
-    dsn.envelope.mail_from.clear();
-    dsn.envelope.recipients = {request.original.mail_from};
-    dsn.envelope.smtputf8 = has_8bit(request.original.mail_from);
-    dsn.envelope.body_8bit = has_8bit(dsn.message);
-    dsn.envelope.declared_size = dsn.message.size();
-    dsn.envelope.received_unix = request.now_unix;
-    dsn.envelope.session.helo = request.reporting_mta;
-    return dsn;
+    const std::string subject = decoded_header(request.original_message, "Subject");
+    auto message = new_system_message(request.reporting_mta, request.original.mail_from,
+                                      "Policy notice: " + (subject.empty() ? "(no subject)" : subject),
+                                      request.now_unix);
+    std::string text = "This is the mail system at host " + request.reporting_mta +
+                       ".\n\nThe organization's mail policy acted on your message:\n\n";
+    for (const auto& line : request.lines) text += single_line(line, kMaxDiagnosticLength) + "\n";
+    text += "\nSubject: " + subject + "\n";
+    if (auto id = decoded_header(request.original_message, "Message-ID"); !id.empty()) text += "Message-ID: " + id + "\n";
+    text += "Queue id: " + request.queue_id + "\n";
+    auto part = text_part(text);
+    g_mime_message_set_mime_part(message.get(), GMIME_OBJECT(part.get()));
+    return finish_system_message(message.get(), request.original.mail_from, request.reporting_mta, request.now_unix);
 }
 
 }  // namespace postvault::delivery

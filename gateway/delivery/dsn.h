@@ -48,6 +48,21 @@ struct Dsn {
 
 Result<Dsn> build_dsn(const DsnRequest& request);
 
+// A policy notice (a rule with `notify`): text/plain to the original sender
+// from MAILER-DAEMON, Subject "Policy notice: <original subject>", the lines
+// given, then the original Subject, Message-ID and queue id. Same envelope
+// and errors as a DSN (never to or from the null sender).
+struct NoticeRequest {
+    std::string reporting_mta;
+    std::string queue_id;
+    Envelope original;
+    std::string_view original_message;   // its Subject and Message-ID are quoted
+    std::vector<std::string> lines;      // one per recipient: what the policy did
+    std::int64_t now_unix = 0;
+};
+
+Result<Dsn> build_notice(const NoticeRequest& request);
+
 // The header block of a message: everything before the first empty line
 // (the whole message when there is none), line ends as they were.
 std::string_view header_block(std::string_view message);

@@ -19,6 +19,10 @@
 //     the outcome with one queue.update() on the worker pool: the state of
 //     every recipient of the group and, when some bounced, the DSN (dsn.h),
 //     in the same batch. The DSN is then scheduled like any message.
+//   * A recipient whose policy handling asks to encrypt or sign forms a group
+//     of its own: deliver_group first asks the Protector for its bytes (on
+//     the worker pool) and applies the handling's fallback when no method
+//     can serve it (engine.h). Held recipients are not scheduled.
 //   * stop() stops new attempts, closes idle connections and waits for the
 //     running attempts (or `grace`).
 //
@@ -97,6 +101,7 @@ const char* status_word(RecipientState state, bool expired) {
         case RecipientState::bounced: return "bounced";
         case RecipientState::deferred: return "deferred";
         case RecipientState::pending: return "pending";
+        case RecipientState::held: return "held";
     }
     return "?";
 }
@@ -109,17 +114,34 @@ struct Attempt {
     std::shared_ptr<TlsClientContext> tls;
 };
 
-// Recipients of one attempt that share a next hop.
+// Recipients of one attempt that share a next hop (and their policy handling).
 struct Group {
     NextHop hop;
     std::vector<std::size_t> positions;   // into Attempt::message.recipients
     std::optional<Error> routing_error;   // no hop: every recipient gets this
+    bool protect = false;                 // one recipient to encrypt or sign (Protector)
 };
+
+// What became of a group besides the SMTP replies.
+struct GroupOutcome {
+    std::string remote;
+    std::string tls_version;
+    std::string tls_cipher;
+    std::string method;       // pgp | smime | plain-tls; empty: as received
+    std::string held_reason;  // non-empty: the recipient is held, nothing was sent
+};
+
+std::string joined(const std::vector<std::string>& items) {
+    std::string out;
+    for (const auto& item : items) out += (out.empty() ? "" : ", ") + item;
+    return out;
+}
 
 struct RecordOutcome {
     Status status;
     std::vector<RecipientStatus> changes;
     std::optional<std::string> dsn_id;
+    std::vector<std::string> notice_ids;
 };
 
 struct Lease {
@@ -153,6 +175,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     asio::io_context& io;
     queue::Queue& queue;
     OutcomeObserver outcome_observer;  // set before start()
+    Protector protector;               // set before start()
     asio::any_io_executor scheduler;
     asio::thread_pool workers;
     std::shared_ptr<ConnectionPool> pool;
@@ -284,7 +307,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
             std::int64_t next_wake = std::numeric_limits<std::int64_t>::max();
             for (std::size_t i = 0; i < loaded->recipients.size(); ++i) {
                 const RecipientStatus& recipient = loaded->recipients[i];
-                if (is_final(recipient.state)) continue;
+                if (is_final(recipient.state) || recipient.state == RecipientState::held) continue;
                 const std::int64_t when =
                     std::min(recipient.next_attempt_unix, expiry_unix(config->delivery, loaded->envelope));
                 if (force || when <= now) due.push_back(i);
@@ -345,13 +368,18 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         std::map<std::string, std::size_t> members;  // hop key -> recipients so far
         std::map<std::string, Group> groups;
         for (std::size_t position : due) {
-            const std::string domain = domain_of(attempt->message.recipients[position].address);
-            auto hop = select_next_hop(*attempt->config, domain);
-            const std::string hop_key = hop ? hop->key() : "error:" + hop.error().message;
+            const RecipientStatus& recipient = attempt->message.recipients[position];
+            const queue::Handling& handling = recipient.handling;
+            auto hop = select_next_hop(*attempt->config, domain_of(recipient.address));
+            if (hop && handling.require_tls) hop->tls = TlsMode::required;
+            const bool protect = !handling.encrypt.empty() || handling.sign;
+            std::string hop_key = hop ? hop->key() : "error:" + hop.error().message;
+            if (protect) hop_key += "|alone:" + std::to_string(position);
             const std::size_t chunk = members[hop_key]++ / kMaxRecipientsPerTransaction;
             Group& group = groups[hop_key + "#" + std::to_string(chunk)];
             if (hop) group.hop = *hop;
             else group.routing_error = hop.error();
+            group.protect = protect;
             group.positions.push_back(position);
         }
 
@@ -425,13 +453,63 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         pool->release(key);
     }
 
+    Result<Protection> protect(const Envelope& envelope, const std::string& recipient,
+                               const queue::Handling& handling, const std::string& message) const {
+        if (protector) return protector(envelope, recipient, handling, message);
+        if (!handling.encrypt.empty())
+            return Error::permanent("policy.no_method", "no encryption method is available on this server");
+        return Error::temporary("policy.no_signer", "4.7.0 signing requested and no signing key is configured");
+    }
+
+    // The bytes a protected recipient gets, or its fallback: fills `bytes` and
+    // `outcome.method`, or `outcome.held_reason`, or returns the error that
+    // settles the recipient (bounce or retry).
+    static asio::awaitable<std::optional<Error>> prepare_protected(std::shared_ptr<Impl> self,
+                                                                   std::shared_ptr<const Attempt> attempt,
+                                                                   Group& group, std::string& bytes,
+                                                                   GroupOutcome& outcome) {
+        const RecipientStatus recipient = attempt->message.recipients[group.positions.front()];
+        const queue::Handling& handling = recipient.handling;
+        auto run_protector = [self, attempt, recipient](queue::Handling asked) {
+            return [self, attempt, recipient, asked] {
+                return self->protect(attempt->message.envelope, recipient.address, asked, attempt->bytes);
+            };
+        };
+        auto made = co_await run_blocking(self->workers, run_protector(handling));
+        if (made) {
+            bytes = std::move(made->message);
+            outcome.method = made->method;
+            co_return std::nullopt;
+        }
+        if (made.error().code != "policy.no_method") co_return made.error();
+
+        const std::string reason = "policy rule " + handling.rule + " requires encryption (" +
+                                   joined(handling.encrypt) + ") and " + made.error().message;
+        spdlog::info("qid={} to=<{}> policy: {}; fallback {}", attempt->message.id, recipient.address, reason,
+                     handling.fallback);
+        if (handling.fallback == "hold") {
+            outcome.held_reason = "held: " + reason;
+            co_return std::nullopt;
+        }
+        if (handling.fallback != "plain-tls")  // bounce
+            co_return Error::permanent("policy.encrypt", "5.7.1 " + reason + "; not sent");
+        // plain-tls: as received (signed, if that was asked too), only over verified TLS.
+        group.hop.tls = TlsMode::required;
+        outcome.method = "plain-tls";
+        if (!handling.sign) co_return std::nullopt;
+        queue::Handling sign_only = handling;
+        sign_only.encrypt.clear();
+        auto signed_only = co_await run_blocking(self->workers, run_protector(sign_only));
+        if (!signed_only) co_return signed_only.error();
+        bytes = std::move(signed_only->message);
+        co_return std::nullopt;
+    }
+
     static asio::awaitable<bool> deliver_group(std::shared_ptr<Impl> self, std::shared_ptr<const Attempt> attempt,
                                                Group group) {
         const QueuedMessage& message = attempt->message;
         std::vector<RecipientResult> results(group.positions.size());
-        std::string remote;
-        std::string tls_version;
-        std::string tls_cipher;
+        GroupOutcome outcome;
         // The connection goes back to the pool (RSET) only after the outcome is
         // recorded: a next hop that stalls on RSET must not keep a known
         // delivery unrecorded, or a restart would send the message again.
@@ -444,14 +522,23 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
             for (auto& result : results) result = {outcome, error.message};
         };
 
-        if (group.routing_error) {
-            settle_all(*group.routing_error);
+        std::string protected_bytes;  // the Protector's output, for a protected group
+        std::optional<Error> unprotectable;
+        if (group.protect && !group.routing_error) {
+            protected_bytes = attempt->bytes;
+            unprotectable = co_await prepare_protected(self, attempt, group, protected_bytes, outcome);
+        }
+
+        if (group.routing_error || unprotectable) {
+            settle_all(group.routing_error ? *group.routing_error : *unprotectable);
+        } else if (!outcome.held_reason.empty()) {
+            // Nothing to send: record() holds the recipient.
         } else {
             Transaction transaction;
             transaction.mail_from = message.envelope.mail_from;
             transaction.smtputf8 = message.envelope.smtputf8;
             transaction.body_8bit = message.envelope.body_8bit;
-            transaction.message = &attempt->bytes;
+            transaction.message = group.protect ? &protected_bytes : &attempt->bytes;
             for (std::size_t position : group.positions)
                 transaction.recipients.push_back(message.recipients[position].address);
 
@@ -472,16 +559,15 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                     continue;
                 }
                 results = std::move(transaction_result.recipients);
-                remote = connection->remote();
-                tls_version = connection->tls_version();
-                tls_cipher = connection->tls_cipher();
+                outcome.remote = connection->remote();
+                outcome.tls_version = connection->tls_version();
+                outcome.tls_cipher = connection->tls_cipher();
                 used_connection = std::move(connection);
                 reusable = transaction_result.reusable;
                 break;
             }
         }
-        bool recorded =
-            co_await self->record(self, attempt, group, std::move(results), remote, tls_version, tls_cipher);
+        bool recorded = co_await self->record(self, attempt, group, std::move(results), std::move(outcome));
         if (used_connection) co_await self->return_connection(key, std::move(used_connection), reusable);
         co_return recorded;
     }
@@ -489,8 +575,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     // --- recording ------------------------------------------------------------
 
     asio::awaitable<bool> record(std::shared_ptr<Impl> self, std::shared_ptr<const Attempt> attempt, Group group,
-                                 std::vector<RecipientResult> results, std::string remote, std::string tls_version,
-                                 std::string tls_cipher) {
+                                 std::vector<RecipientResult> results, GroupOutcome group_outcome) {
         const QueuedMessage& message = attempt->message;
         const DeliveryConfig& settings = attempt->config->delivery;
         const std::int64_t now = unix_now();
@@ -502,12 +587,23 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
             status.attempts += 1;
             status.updated_unix = now;
             status.last_reply = result.reply;
-            status.remote_host = remote;
-            status.tls_version = tls_version;
-            status.tls_cipher = tls_cipher;
+            status.remote_host = group_outcome.remote;
+            status.tls_version = group_outcome.tls_version;
+            status.tls_cipher = group_outcome.tls_cipher;
+            status.method.clear();
             bool is_expired_now = false;
+            if (!group_outcome.held_reason.empty()) {
+                status.state = RecipientState::held;
+                status.last_reply = group_outcome.held_reason;
+                changes.push_back(std::move(status));
+                expired.push_back(false);
+                continue;
+            }
             switch (result.outcome) {
-                case Outcome::delivered: status.state = RecipientState::delivered; break;
+                case Outcome::delivered:
+                    status.state = RecipientState::delivered;
+                    status.method = group_outcome.method;
+                    break;
                 case Outcome::bounced: status.state = RecipientState::bounced; break;
                 case Outcome::deferred:
                     if (is_expired(settings, message.envelope, now)) {
@@ -553,7 +649,25 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                     spdlog::error("qid={} cannot build the DSN: {}", attempt->message.id, dsn.error().message);
                 }
             }
+            NoticeRequest notice;
+            for (const auto& change : changes)
+                if (change.state == RecipientState::held && change.handling.notify)
+                    notice.lines.push_back("<" + change.address + ">: " + change.last_reply +
+                                           ". An administrator has been asked to decide; nothing was sent.");
+            if (!notice.lines.empty() && !attempt->message.envelope.mail_from.empty()) {
+                notice.reporting_mta = reporting_mta;
+                notice.queue_id = attempt->message.id;
+                notice.original = attempt->message.envelope;
+                notice.original_message = attempt->bytes;
+                notice.now_unix = now;
+                if (auto built = build_notice(notice))
+                    new_messages.push_back({queue::make_queue_id(), std::move(built->envelope), std::move(built->message)});
+                else
+                    spdlog::error("qid={} cannot build the policy notice: {}", attempt->message.id, built.error().message);
+            }
             out.status = message_queue->update(attempt->message.id, changes, new_messages);
+            for (const auto& added : new_messages)
+                if (!out.dsn_id || added.id != *out.dsn_id) out.notice_ids.push_back(added.id);
             if (out.status && observer) observer(attempt->message.id, changes);
             out.changes = std::move(changes);
             return out;
@@ -577,12 +691,18 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
             if (status.state == RecipientState::delivered) {
                 ++delivered;
                 std::lock_guard lock(mutex);
-                ++delivered_by_method[status.tls_version.empty() ? "plain" : "tls"];
+                ++delivered_by_method[!status.method.empty()       ? status.method
+                                      : status.tls_version.empty() ? "plain"
+                                                                   : "tls"];
             } else if (status.state == RecipientState::bounced) ++bounced;
-            else ++deferred;
+            else if (status.state == RecipientState::deferred) ++deferred;
         }
         const bool any_bounce = std::any_of(outcome.changes.begin(), outcome.changes.end(),
                                             [](const auto& s) { return s.state == RecipientState::bounced; });
+        for (const auto& notice_id : outcome.notice_ids) {
+            spdlog::info("qid={} policy notice to the sender: qid={}", id, notice_id);
+            schedule(notice_id, true);
+        }
         if (outcome.dsn_id) {
             spdlog::info("qid={} sender non-delivery notification: qid={}", id, *outcome.dsn_id);
             schedule(*outcome.dsn_id, true);
@@ -639,6 +759,8 @@ Engine::Engine(asio::io_context& io, queue::Queue& queue, std::shared_ptr<const 
     : impl_(std::make_shared<Impl>(io, queue, std::move(config))) {}
 
 void Engine::set_outcome_observer(OutcomeObserver observer) { impl_->outcome_observer = std::move(observer); }
+
+void Engine::set_protector(Protector protector) { impl_->protector = std::move(protector); }
 
 Engine::~Engine() {
     impl_->stopping = true;

@@ -15,6 +15,16 @@
 // same batch as the state change. TLS version and cipher of each delivery
 // are recorded on the recipient.
 //
+// Policy (queue::Handling, decided when the message was accepted): a
+// recipient whose handling asks to encrypt or sign is delivered alone, its
+// bytes made by the Protector; when no method in its list can serve it, the
+// fallback applies: "plain-tls" sends the message as received, but only over
+// TLS with a verified certificate; "hold" keeps it held in the queue for an
+// administrator (`postvault queue release`); "bounce" bounces it (5.7.1, a
+// DSN tells the sender why). `require_tls` makes the hop's TLS "required".
+// Never plaintext when the policy said encrypt. With handling.notify, the
+// sender is told when a recipient is held.
+//
 // Threading: runs on the io_context given; queue writes happen on a worker
 // pool, never on the I/O threads. All public methods are thread safe.
 // Destroy the Engine after stop()'s `done` ran or the io_context stopped: the
@@ -33,13 +43,27 @@
 
 namespace postvault::delivery {
 
+// What the Protector made for one recipient.
+struct Protection {
+    std::string message;  // the bytes to send
+    std::string method;   // "pgp", "smime"; empty when only signed
+};
+
+// Encrypts and/or signs `message` for one recipient as `handling` asks; runs
+// on a worker thread and may block (key lookups). Errors: "policy.no_method"
+// when no method in handling.encrypt can serve this recipient (the fallback
+// applies); a temporary error to retry later (a key server did not answer, no
+// signing key yet); any other permanent error bounces the recipient.
+using Protector = std::function<Result<Protection>(const Envelope& envelope, const std::string& recipient,
+                                                   const queue::Handling& handling, const std::string& message)>;
+
 struct DeliveryStats {
     std::size_t active_connections = 0;
     std::size_t scheduled_messages = 0;   // known to the scheduler, not yet final
     std::uint64_t delivered = 0;          // recipients, since start
     std::uint64_t deferred = 0;
     std::uint64_t bounced = 0;
-    std::map<std::string, std::uint64_t> delivered_by_method;  // "tls" | "plain" (later "pgp", "smime"...)
+    std::map<std::string, std::uint64_t> delivered_by_method;  // "pgp" | "smime" | "plain-tls" | "tls" | "plain"
 };
 
 class Engine {
@@ -54,6 +78,8 @@ public:
 
     // Set before start().
     void set_outcome_observer(OutcomeObserver observer);
+    // Without one, every encryption takes its fallback and signing waits (temporary).
+    void set_protector(Protector protector);
 
     // Loads every non-final recipient from the queue and starts delivering.
     void start();

@@ -17,6 +17,7 @@
 #include <re2/set.h>
 #include <toml++/toml.h>
 
+#include "common/gmime.h"
 #include "common/mail.h"
 #include "gateway/policy/detectors.h"
 #include "search/extract.h"
@@ -30,6 +31,12 @@ const std::set<std::string> kMethods = {"pgp", "smime", "pdf", "portal"};
 const std::set<std::string> kFallbacks = {"plain-tls", "hold", "bounce"};
 
 std::string lower(std::string text) { return lowercase(std::move(text)); }
+
+std::string_view trim(std::string_view text) {
+    while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
+    while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
+    return text;
+}
 
 std::string domain_of(const std::string& address) {
     const auto at = address.rfind('@');
@@ -761,6 +768,43 @@ std::string Policy::strip_subject_tag(std::string_view subject) const {
     return out;
 }
 
+std::string Policy::without_subject_tag(std::string message) const {
+    const std::string& tag = compiled_->adhoc_tag;
+    if (tag.empty()) return message;
+    ensure_gmime();
+    std::size_t pos = 0;
+    while (pos < message.size()) {
+        std::size_t end = message.find('\n', pos);
+        if (end == std::string::npos) break;
+        if (end == pos || (end == pos + 1 && message[pos] == '\r')) break;  // end of the header block
+        // The field runs on over continuation lines.
+        while (end + 1 < message.size() && (message[end + 1] == ' ' || message[end + 1] == '\t'))
+            end = std::min(message.find('\n', end + 1), message.size() - 1);
+        const bool crlf = end > pos && message[end - 1] == '\r';
+        const std::size_t value_end = crlf ? end - 1 : end;
+        constexpr std::string_view kName = "subject:";
+        if (value_end - pos >= kName.size() && lower(message.substr(pos, kName.size())) == kName) {
+            const std::string raw = message.substr(pos + kName.size(), value_end - pos - kName.size());
+            std::string unfolded;
+            for (char ch : raw)
+                if (ch != '\r' && ch != '\n') unfolded += ch;
+            const std::string decoded = take_string(GCharPtr(g_mime_utils_header_decode_text(nullptr, unfolded.c_str())));
+            const std::string stripped = strip_subject_tag(decoded);
+            if (stripped == decoded) return message;
+            std::string value;
+            if (unfolded.find("=?") == std::string::npos && lower(raw).find(lower(tag)) != std::string::npos)
+                value = strip_subject_tag(raw);  // the tag is there as typed: keep the rest as it was
+            else
+                value = " " + take_string(GCharPtr(g_mime_utils_header_encode_text(
+                                  nullptr, std::string(trim(stripped)).c_str(), "utf-8")));
+            message.replace(pos, value_end - pos, "Subject:" + value);
+            return message;
+        }
+        pos = end + 1;
+    }
+    return message;
+}
+
 Verdict Policy::evaluate(const Envelope& envelope, std::string_view message) const {
     const Compiled& c = *compiled_;
     using Clock = std::chrono::steady_clock;
@@ -865,6 +909,7 @@ Verdict Policy::evaluate(const Envelope& envelope, std::string_view message) con
             decision.rules.push_back("adhoc");
             decision.actions.encrypt = c.adhoc_encrypt;
             decision.actions.fallback = c.adhoc_fallback;
+            decision.actions.encrypt_rule = "adhoc";
             encrypt_decided = true;
             for (const auto& text : adhoc) decision.evidence.push_back({"adhoc", text});
         }
@@ -877,6 +922,7 @@ Verdict Policy::evaluate(const Envelope& envelope, std::string_view message) con
             if (rule.sets_encrypt && !encrypt_decided) {
                 a.encrypt = rule.then.encrypt;
                 a.fallback = rule.then.fallback;
+                a.encrypt_rule = rule.name;
                 encrypt_decided = true;
             }
             a.sign = a.sign || rule.then.sign;

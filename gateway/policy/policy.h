@@ -46,6 +46,7 @@ namespace postvault::policy {
 
 struct Actions {
     std::vector<std::string> encrypt;  // methods, in order of preference
+    std::string encrypt_rule;          // the rule that decided them ("adhoc" for the ad-hoc triggers)
     std::string fallback;              // plain-tls | hold | bounce; empty when nothing asks to encrypt
     bool sign = false;
     bool require_tls = false;
@@ -95,6 +96,9 @@ public:
     std::size_t rule_count() const;
     // The subject with the ad-hoc tag removed (once, with the space after it).
     std::string strip_subject_tag(std::string_view subject) const;
+    // The message with the tag removed from its Subject field (RFC 2047 encoded or
+    // not); every other byte unchanged. The message itself when there is no tag.
+    std::string without_subject_tag(std::string message) const;
 
     ~Policy();
     struct Compiled;

@@ -75,7 +75,9 @@ using json = nlohmann::json;
 //   recipients  <id>/<index, 10 digits> -> JSON RecipientStatus {index, address,
 //                                          state, attempts, next_attempt_unix,
 //                                          updated_unix, last_reply, remote_host,
-//                                          tls_version, tls_cipher, dsn_sent}
+//                                          tls_version, tls_cipher, dsn_sent,
+//                                          method?, handling?{encrypt[], fallback,
+//                                          sign, require_tls, quarantine, notify, rule}}
 //   quarantine  <column>/<original key> -> JSON {column, key, reason,
 //                                          quarantined_unix, bytes_base64}
 //
@@ -244,7 +246,7 @@ DecodedEnvelope decode_envelope(std::string_view bytes) {
 
 std::optional<RecipientState> parse_state(const std::string& text) {
     for (auto state : {RecipientState::pending, RecipientState::deferred, RecipientState::delivered,
-                       RecipientState::bounced}) {
+                       RecipientState::bounced, RecipientState::held}) {
         if (text == to_string(state)) return state;
     }
     return std::nullopt;
@@ -268,7 +270,16 @@ std::string encode_recipient(const RecipientStatus& status) {
         {"tls_cipher", encode_text(status.tls_cipher)},
         {"dsn_sent", status.dsn_sent},
     };
-    return record.dump();
+    json out = record;
+    if (!status.method.empty()) out["method"] = status.method;
+    if (status.handling != Handling{}) {
+        const Handling& h = status.handling;
+        out["handling"] = {{"encrypt", h.encrypt},       {"fallback", h.fallback},
+                           {"sign", h.sign},             {"require_tls", h.require_tls},
+                           {"quarantine", h.quarantine}, {"notify", h.notify},
+                           {"rule", encode_text(h.rule)}};
+    }
+    return out.dump();
 }
 
 RecipientStatus decode_recipient(std::string_view bytes) {
@@ -287,6 +298,18 @@ RecipientStatus decode_recipient(std::string_view bytes) {
     status.tls_version = decode_text(record.at("tls_version"));
     status.tls_cipher = decode_text(record.at("tls_cipher"));
     status.dsn_sent = record.at("dsn_sent").get<bool>();
+    status.method = record.value("method", "");
+    if (const auto found = record.find("handling"); found != record.end()) {
+        const json& h = *found;
+        Handling& handling = status.handling;
+        handling.encrypt = h.at("encrypt").get<std::vector<std::string>>();
+        handling.fallback = h.at("fallback").get<std::string>();
+        handling.sign = h.at("sign").get<bool>();
+        handling.require_tls = h.at("require_tls").get<bool>();
+        handling.quarantine = h.at("quarantine").get<bool>();
+        handling.notify = h.at("notify").get<bool>();
+        handling.rule = decode_text(h.at("rule"));
+    }
     return status;
 }
 
@@ -624,6 +647,7 @@ const char* to_string(RecipientState state) {
         case RecipientState::deferred: return "deferred";
         case RecipientState::delivered: return "delivered";
         case RecipientState::bounced: return "bounced";
+        case RecipientState::held: return "held";
     }
     return "unknown";
 }
@@ -668,11 +692,16 @@ struct Queue::Impl {
     // The writes that store a new message with every recipient pending.
     // Touches no storage: callers may be on any thread.
     static Status append_commit(const std::string& id, const Envelope& envelope, std::string message,
-                                Changes& changes) {
+                                Changes& changes, const std::vector<Handling>& handling = {}) {
         if (!valid_id(id))
             return Error::permanent("queue.bad_id", "queue id '" + id + "' is not 1-64 of [0-9A-Za-z_-]");
         if (envelope.recipients.empty())
             return Error::permanent("queue.no_recipients", "message " + id + " has no recipients");
+        if (!handling.empty() && handling.size() != envelope.recipients.size())
+            return Error::permanent("queue.bad_recipient", "message " + id + ": " + std::to_string(handling.size()) +
+                                                                " handling entries for " +
+                                                                std::to_string(envelope.recipients.size()) +
+                                                                " recipients");
         std::vector<WriteOp>& ops = changes.ops;
         changes.new_ids.push_back(id);
 
@@ -686,6 +715,13 @@ struct Queue::Impl {
             status.address = stored.recipients[index];
             status.next_attempt_unix = stored.received_unix;
             status.updated_unix = now;
+            if (!handling.empty()) {
+                status.handling = handling[index];
+                if (status.handling.quarantine) {
+                    status.state = RecipientState::held;
+                    status.last_reply = "held: quarantined by policy rule " + status.handling.rule;
+                }
+            }
             ops.push_back({Column::recipients, recipient_key(id, index), encode_recipient(status)});
         }
         ops.push_back({Column::messages, id, std::move(message)});
@@ -811,14 +847,14 @@ Result<std::unique_ptr<Queue>> Queue::open(const QueueOptions& options) {
 }
 
 void Queue::commit(const std::string& id, const Envelope& envelope, std::string message,
-                   CommitCallback done) {
+                   CommitCallback done, std::vector<Handling> handling) {
     Changes changes;
     std::optional<Error> failure;
     try {
         if (!impl_->disk_has_room()) {
             failure = impl_->disk_full();
         } else {
-            Status built = Impl::append_commit(id, envelope, std::move(message), changes);
+            Status built = Impl::append_commit(id, envelope, std::move(message), changes, handling);
             if (!built.ok()) failure = built.error();
         }
     } catch (const std::exception& e) {
@@ -882,6 +918,8 @@ Status Queue::update(const std::string& id, const std::vector<RecipientStatus>& 
             status.tls_version = change.tls_version;
             status.tls_cipher = change.tls_cipher;
             status.dsn_sent = change.dsn_sent;
+            status.method = change.method;
+            status.handling = change.handling;
             changed[change.index] = true;
         }
 
@@ -966,6 +1004,24 @@ Status Queue::remove(const std::string& id) {
         for (const auto& [key, value] : stored->recipients) ops.push_back({Column::recipients, key, std::nullopt});
         return impl_->committer.submit_and_wait(std::move(changes));
     });
+}
+
+Result<std::size_t> Queue::release(const std::string& id) {
+    auto message = load(id);
+    if (!message) return message.error();
+    std::vector<RecipientStatus> changes;
+    for (RecipientStatus status : message->recipients) {
+        if (status.state != RecipientState::held) continue;
+        status.state = RecipientState::pending;
+        status.handling.quarantine = false;
+        status.next_attempt_unix = now_unix();
+        status.updated_unix = 0;
+        status.last_reply = "released by the administrator";
+        changes.push_back(std::move(status));
+    }
+    if (changes.empty()) return Error::permanent("queue.not_held", "no recipient of " + id + " is held");
+    if (Status updated = update(id, changes); !updated) return updated.error();
+    return changes.size();
 }
 
 std::vector<QuarantinedRecord> Queue::list_quarantined() const {

@@ -8,9 +8,15 @@
 // gathers every batch waiting at that moment into a single synced write (group
 // commit), so N sessions pay for one fsync, not N.
 //
-// Recipient states: pending -> (deferred <-> pending)* -> delivered | bounced.
+// Recipient states: pending -> (deferred <-> pending)* -> delivered | bounced,
+// and held (kept for an administrator by the policy: a quarantine, or an
+// encryption that found no method with fallback "hold") -> pending by release().
 // When every recipient of a message is final, the message and its records are
 // deleted in the same batch as the last state change (plus any DSN enqueued).
+//
+// Each recipient carries the policy's Handling (gateway/policy decides it when
+// the message is accepted; the delivery engine applies it): recipients of one
+// message may be encrypted, signed or required to get TLS differently.
 //
 // A record that cannot be decoded is moved, bytes intact, to the quarantine
 // column family and reported (list_quarantined()); it is never dropped.
@@ -39,8 +45,20 @@
 
 namespace postvault::queue {
 
-enum class RecipientState { pending, deferred, delivered, bounced };
+enum class RecipientState { pending, deferred, delivered, bounced, held };
 const char* to_string(RecipientState state);
+
+// What the policy asked for one recipient, applied at delivery.
+struct Handling {
+    std::vector<std::string> encrypt;  // methods in order of preference; empty: none asked
+    std::string fallback;              // when no method works: plain-tls | hold | bounce
+    bool sign = false;
+    bool require_tls = false;          // deliver only over TLS with a verified certificate
+    bool quarantine = false;           // held until an administrator releases it
+    bool notify = false;               // tell the sender about holds and fallbacks
+    std::string rule;                  // the rule that decided, for replies and logs
+    bool operator==(const Handling&) const = default;
+};
 
 struct RecipientStatus {
     std::uint32_t index = 0;           // position in Envelope::recipients
@@ -54,6 +72,8 @@ struct RecipientStatus {
     std::string tls_version;           // of the delivering connection
     std::string tls_cipher;
     bool dsn_sent = false;             // a bounce report was queued for it
+    std::string method;                // how it was delivered: pgp, smime, plain-tls; empty: as received
+    Handling handling;
 };
 
 struct QueuedMessage {
@@ -88,9 +108,10 @@ public:
     // every recipient pending. `done` runs on the committer thread after the
     // fsync that covers the write (or with the error), always exactly once.
     // `id`: 1-64 of [0-9A-Za-z_-]; at least one recipient; an envelope with
-    // received_unix == 0 is stored with the current time.
+    // received_unix == 0 is stored with the current time. `handling`: one per
+    // recipient, or empty for none; a recipient to quarantine starts held.
     void commit(const std::string& id, const Envelope& envelope, std::string message,
-                CommitCallback done);
+                CommitCallback done, std::vector<Handling> handling = {});
     // Blocking form of commit().
     Status commit_and_wait(const std::string& id, const Envelope& envelope, std::string message);
 
@@ -98,8 +119,8 @@ public:
     // together with optional new messages (e.g. DSNs), deleting the message
     // when all its recipients are final. Blocking.
     // A change replaces state, attempts, next_attempt_unix, updated_unix (0:
-    // now), last_reply, remote_host, tls_version, tls_cipher and dsn_sent;
-    // index and address stay. A delivered/bounced recipient keeps its state
+    // now), last_reply, remote_host, tls_version, tls_cipher, dsn_sent, method
+    // and handling; index and address stay. A delivered/bounced recipient keeps its state
     // ("queue.final_state"). Never refused for the disk floor (outcomes must be kept).
     struct NewMessage {
         std::string id;
@@ -116,6 +137,10 @@ public:
     std::vector<QueuedMessage> list() const;
     // Deletes a message and all its records (administrator action).
     Status remove(const std::string& id);
+    // Administrator: every held recipient of `id` becomes pending, due now, its
+    // quarantine lifted (an encryption without a method is held again). Returns
+    // how many were released; "queue.not_held" when none was.
+    Result<std::size_t> release(const std::string& id);
     std::vector<QuarantinedRecord> list_quarantined() const;
 
     // True when the filesystem holding the queue has at least min_free_disk.

@@ -136,6 +136,30 @@ TEST(Policy, AdhocTriggersAndTagRemoval) {
     EXPECT_TRUE(none.recipients[0].rules.empty());
 }
 
+TEST(Policy, SubjectTagRemovedFromTheMessageAndNothingElseChanges) {
+    auto policy = load("[policy]\nadhoc_subject_tag = \"[secure]\"\n");
+    ASSERT_TRUE(policy);
+    const std::string plain = message("[SECURE] salary review", "body [secure] stays");
+    const std::string out = policy->without_subject_tag(plain);
+    EXPECT_EQ(out, message("salary review", "body [secure] stays"));
+
+    // Folded, LF line ends, tag at the end.
+    const std::string folded = "From: a@corp.example\nSubject: quarterly\n numbers [Secure]\nX-A: 1\n\nbody\n";
+    EXPECT_EQ(policy->without_subject_tag(folded), "From: a@corp.example\nSubject: quarterly\n numbers\nX-A: 1\n\nbody\n");
+
+    // RFC 2047: decoded, stripped, encoded again.
+    const std::string encoded = message("=?utf-8?q?=5Bsecure=5D_Gr=C3=BC=C3=9Fe?=", "x");
+    const std::string stripped = policy->without_subject_tag(encoded);
+    EXPECT_EQ(stripped.find("=5Bsecure"), std::string::npos) << stripped;
+    EXPECT_NE(stripped.find("Subject: =?UTF-8?b?R3LDvMOfZQ==?=\r\n"), std::string::npos) << stripped;  // "Grüße"
+    EXPECT_EQ(policy->strip_subject_tag("[secure] Grüße"), "Grüße");
+    EXPECT_EQ(stripped.substr(stripped.find("\r\nMessage-ID")), encoded.substr(encoded.find("\r\nMessage-ID")));
+
+    // No tag, or a tag only in the body: the same bytes.
+    EXPECT_EQ(policy->without_subject_tag(message("hello", "[secure]")), message("hello", "[secure]"));
+    EXPECT_EQ(policy->without_subject_tag("no header end"), "no header end");
+}
+
 TEST(Policy, SizesAttachmentsHeadersRejectAndNot) {
     auto policy = load(R"(
 [[policy.rules]]

@@ -175,6 +175,59 @@ TEST_F(QueueTest, CommitThenLoadRoundTripsExactBytes) {
     EXPECT_EQ(*after_reopen, message);
 }
 
+TEST_F(QueueTest, HandlingPerRecipientRoundTripsAndQuarantineStartsHeld) {
+    Queue& queue = open();
+    Handling encrypt;
+    encrypt.encrypt = {"pgp", "smime"};
+    encrypt.fallback = "hold";
+    encrypt.sign = true;
+    encrypt.notify = true;
+    encrypt.rule = "cards";
+    Handling review;
+    review.quarantine = true;
+    review.require_tls = true;
+    review.rule = "review";
+    const std::string id = make_queue_id();
+    std::promise<Status> written;
+    queue.commit(id, make_envelope({"a@example.com", "b@example.net", "c@example.org"}), "Subject: x\r\n\r\nb\r\n",
+                 [&](Status status) { written.set_value(status); }, {encrypt, review, Handling{}});
+    ASSERT_TRUE(written.get_future().get().ok());
+
+    close();
+    open();
+    auto loaded = queue_->load(id);
+    ASSERT_TRUE(loaded.ok()) << loaded.error().message;
+    EXPECT_EQ(loaded->recipients[0].handling, encrypt);
+    EXPECT_EQ(loaded->recipients[0].state, RecipientState::pending);
+    EXPECT_EQ(loaded->recipients[1].handling, review);
+    EXPECT_EQ(loaded->recipients[1].state, RecipientState::held);
+    EXPECT_EQ(loaded->recipients[1].last_reply, "held: quarantined by policy rule review");
+    EXPECT_EQ(loaded->recipients[2].handling, Handling{});
+
+    // Delivered with a method: kept. Release makes the held one pending, its quarantine lifted.
+    RecipientStatus first = loaded->recipients[0];
+    first.state = RecipientState::delivered;
+    first.method = "pgp";
+    ASSERT_TRUE(queue_->update(id, {first}).ok());
+    auto released = queue_->release(id);
+    ASSERT_TRUE(released.ok()) << released.error().message;
+    EXPECT_EQ(*released, 1u);
+    auto after = queue_->load(id);
+    ASSERT_TRUE(after.ok());
+    EXPECT_EQ(after->recipients[0].method, "pgp");
+    EXPECT_EQ(after->recipients[1].state, RecipientState::pending);
+    EXPECT_FALSE(after->recipients[1].handling.quarantine);
+    EXPECT_TRUE(after->recipients[1].handling.require_tls);
+    expect_error(queue_->release(id), "queue.not_held", ErrorClass::permanent);
+    expect_error(queue_->release("NOSUCHID"), "queue.not_found", ErrorClass::permanent);
+
+    // A handling list that does not match the recipients is refused.
+    std::promise<Status> refused;
+    queue_->commit(make_queue_id(), make_envelope({"a@example.com"}), "x",
+                 [&](Status status) { refused.set_value(status); }, {encrypt, review});
+    expect_error(refused.get_future().get(), "queue.bad_recipient", ErrorClass::permanent);
+}
+
 TEST_F(QueueTest, EnvelopeFieldsRoundTrip) {
     Queue& queue = open();
     Envelope envelope;
