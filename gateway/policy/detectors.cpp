@@ -608,9 +608,24 @@ std::vector<Finding> CustomDetectors::find(std::string_view text, std::size_t li
         matched.resize(state_->patterns.size());
         for (std::size_t i = 0; i < matched.size(); ++i) matched[i] = static_cast<int>(i);
     }
-    std::sort(matched.begin(), matched.end());
+    return find_matched(text, std::move(matched), limit_per_pattern);
+}
 
+std::vector<std::string> CustomDetectors::pattern_texts() const {
+    std::vector<std::string> texts;
+    if (state_)
+        for (const State::Pattern& pattern : state_->patterns) texts.push_back(pattern.regex->pattern());
+    return texts;
+}
+
+std::vector<Finding> CustomDetectors::find_matched(std::string_view text, std::vector<int> matched,
+                                                   std::size_t limit_per_pattern) const {
+    std::vector<Finding> findings;
+    if (!state_ || limit_per_pattern == 0) return findings;
+    const re2::StringPiece subject(text.data(), text.size());
+    std::sort(matched.begin(), matched.end());
     for (const int index : matched) {
+        if (index < 0 || static_cast<std::size_t>(index) >= state_->patterns.size()) continue;
         const State::Pattern& pattern = state_->patterns[static_cast<std::size_t>(index)];
         std::size_t position = 0;
         std::size_t count = 0;

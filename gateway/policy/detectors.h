@@ -138,6 +138,12 @@ public:
     // Every non-empty match of every pattern in `text`, ordered by offset (then by the order of
     // add()), at most `limit_per_pattern` per pattern; evidence masked like the built-ins'.
     std::vector<Finding> find(std::string_view text, std::size_t limit_per_pattern = 1000) const;
+    // The same when the caller already knows which patterns occur in `text` (indexes in add()
+    // order; e.g. from its own RE2::Set over pattern_texts() and more): only those are counted.
+    std::vector<Finding> find_matched(std::string_view text, std::vector<int> matched,
+                                      std::size_t limit_per_pattern = 1000) const;
+    // Each pattern's RE2 text, in add() order.
+    std::vector<std::string> pattern_texts() const;
 
     std::size_t size() const;  // number of patterns added
 
