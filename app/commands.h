@@ -61,7 +61,16 @@ struct PolicyCommand {
     bool json = false;
 };
 
+struct KeysCommand {
+    std::string config_path;
+    std::string action;          // import | list | lookup | generate | export
+    std::string argument;        // import: a key file ("-": standard input); lookup, generate, export: an address
+    bool json = false;           // list, lookup
+    bool armor = true;           // export
+};
+
 int run_init(const InitOptions& options);
+int run_keys(const KeysCommand& command);
 int run_policy_explain(const PolicyCommand& command);
 int run_policy_scan(const PolicyCommand& command);
 int run_token(const TokenCommand& command);

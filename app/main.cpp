@@ -264,6 +264,25 @@ int main(int argc, char** argv) {
     policy_scan->add_flag("--json", policy_command.json, "JSON output");
     policy_scan->add_option("path", policy_command.message_path, "The collection")->required();
 
+    app::KeysCommand keys_command;
+    keys_command.config_path = config_path;
+    auto* keys = app.add_subcommand("keys", "The gateway's OpenPGP keys");
+    keys->require_subcommand(1);
+    auto* keys_import = keys->add_subcommand("import", "Import keys (armored or binary, public or secret)");
+    auto* keys_list = keys->add_subcommand("list", "List keys: fingerprint, addresses, source, trust, state");
+    auto* keys_lookup = keys->add_subcommand("lookup", "Find an address's key through the lookup chain");
+    auto* keys_generate = keys->add_subcommand("generate", "Generate a managed key for an address");
+    auto* keys_export = keys->add_subcommand("export", "Print the public key of an address or fingerprint");
+    for (auto* sub : {keys_import, keys_list, keys_lookup, keys_generate, keys_export})
+        sub->add_option("--config", keys_command.config_path, "Configuration file")->default_val(config_path);
+    keys_import->add_option("path", keys_command.argument, "Key file, or - for standard input")->required();
+    keys_lookup->add_option("address", keys_command.argument, "E-mail address")->required();
+    keys_generate->add_option("address", keys_command.argument, "E-mail address")->required();
+    keys_export->add_option("key", keys_command.argument, "Address or fingerprint")->required();
+    keys_export->add_flag("!--binary", keys_command.armor, "Binary instead of ASCII armor");
+    keys_list->add_flag("--json", keys_command.json, "JSON output");
+    keys_lookup->add_flag("--json", keys_command.json, "JSON output");
+
     auto* api_command = app.add_subcommand("api", "The audit API");
     api_command->require_subcommand(1);
     auto* api_routes = api_command->add_subcommand("routes", "Every route the API serves, one per line: METHOD PATH");
@@ -277,6 +296,11 @@ int main(int argc, char** argv) {
         return 0;
     }
 
+    if (*keys_import || *keys_list || *keys_lookup || *keys_generate || *keys_export) {
+        keys_command.action = *keys_import ? "import" : *keys_list ? "list" : *keys_lookup ? "lookup"
+                            : *keys_generate ? "generate" : "export";
+        return app::run_keys(keys_command);
+    }
     if (*token_create || *token_list || *token_revoke) {
         token_command.action = *token_create ? "create" : *token_list ? "list" : "revoke";
         return app::run_token(token_command);

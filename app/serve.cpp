@@ -34,6 +34,8 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "gateway/control/control.h"
+#include "gateway/crypto/inbound.h"
+#include "gateway/crypto/protect.h"
 #include "gateway/delivery/dsn.h"
 #include "gateway/delivery/engine.h"
 #include "gateway/queue/queue.h"
@@ -53,7 +55,7 @@ constexpr std::size_t worker_threads = 4;
 void commit_message(queue::Queue& message_queue, asio::thread_pool& workers, archive::Archive* archive,
                     const std::string& id, const Envelope& envelope, std::string message, std::string to_send,
                     const std::string& direction, const policy::Verdict& verdict,
-                    std::vector<queue::Handling> handling, std::function<void(Status)> done) {
+                    std::vector<queue::Handling> handling, nlohmann::json pgp, std::function<void(Status)> done) {
     if (!archive) {
         message_queue.commit(id, envelope, std::move(to_send), std::move(done), std::move(handling));
         return;
@@ -101,6 +103,7 @@ void commit_message(queue::Queue& message_queue, asio::thread_pool& workers, arc
             if (std::find(request.tags.begin(), request.tags.end(), tag) == request.tags.end()) request.tags.push_back(tag);
     }
     if (!request.policy_rules.empty()) request.decisions = policy::to_json(verdict)["recipients"];
+    request.pgp = std::move(pgp);
     message_queue.commit(id, envelope, std::move(to_send), [finish](Status status) { finish(true, status); },
                          std::move(handling));
     archive->ingest(std::move(request), [finish](Result<archive::IngestResult> result) {
@@ -242,6 +245,25 @@ int run_serve(const std::string& config_path) {
     asio::thread_pool workers(worker_threads);
 
     delivery::Engine engine(io, **queue, config);
+    // The gateway's OpenPGP keyring: what the policy's "pgp" and "sign" need at delivery.
+    auto opened_keyring = crypto::Keyring::open(config->pgp);
+    if (!opened_keyring) {
+        std::cerr << opened_keyring.error().message << "\n";
+        return 1;
+    }
+    std::shared_ptr<crypto::Keyring> keyring = std::move(*opened_keyring);
+    engine.set_protector([keyring, &config, &config_lock](
+                             const Envelope& envelope, const std::string& recipient, const queue::Handling& handling,
+                             const std::string& message) -> Result<delivery::Protection> {
+        PgpConfig pgp;
+        {
+            std::lock_guard lock(config_lock);
+            pgp = config->pgp;
+        }
+        auto made = crypto::protect(*keyring, pgp, envelope, recipient, handling, message);
+        if (!made) return made.error();
+        return delivery::Protection{std::move(made->message), std::move(made->method)};
+    });
     queue::Queue& message_queue = **queue;
     archive::Archive* archive = archive_store.get();
     if (archive) {
@@ -269,7 +291,7 @@ int run_serve(const std::string& config_path) {
     // Queue and archive in parallel; 250 when both have it (see the file comment).
     std::atomic<std::uint64_t> accepted_messages{0};
     auto relay_commit = [&message_queue, &workers, archive, &config, &config_mutex = config_lock, &accepted_messages,
-                         &active_policy, &engine](const std::string& id, const Envelope& envelope,
+                         &active_policy, &engine, keyring](const std::string& id, const Envelope& envelope,
                                                   std::string message, std::function<void(Status)> reply) {
         std::function<void(Status)> done = [reply = std::move(reply), &accepted_messages](Status status) {
             if (status.ok()) ++accepted_messages;
@@ -299,6 +321,14 @@ int run_serve(const std::string& config_path) {
                 return;
             }
             std::string to_send = verdict.strip_subject_tag ? current->without_subject_tag(message) : message;
+            // Mail for the local domains: decrypted and its signature checked when it is OpenPGP.
+            nlohmann::json pgp;
+            if (direction == "inbound") {
+                crypto::Inbound inbound = crypto::process_inbound(*keyring, to_send);
+                to_send = std::move(inbound.message);
+                pgp = std::move(inbound.record);
+                if (!pgp.is_null()) spdlog::info("qid={} pgp: {}", id, pgp.dump());
+            }
             auto lines = notice_lines(verdict);
             if (!lines.empty() && !envelope.mail_from.empty()) {
                 // Once the message itself is safe, tell the sender what the policy does with it.
@@ -332,7 +362,7 @@ int run_serve(const std::string& config_path) {
                     };
             }
             commit_message(message_queue, workers, archive, id, envelope, std::move(message), std::move(to_send),
-                           direction, verdict, handling_of(verdict), std::move(done));
+                           direction, verdict, handling_of(verdict), std::move(pgp), std::move(done));
         });
     };
     smtp::Server::Sink relay_sink;

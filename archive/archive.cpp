@@ -596,6 +596,7 @@ struct Archive::Impl {
         if (!request.policy_rules.empty()) record["policy"] = request.policy_rules;
         if (!request.tags.empty()) record["tags"] = request.tags;
         if (!request.decisions.is_null()) record["decisions"] = request.decisions;
+        if (!request.pgp.is_null()) record["pgp"] = request.pgp;
         prepared.record = std::move(record);
         prepared.request = std::move(request);
         return prepared;

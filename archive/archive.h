@@ -80,6 +80,7 @@ struct IngestRequest {
     std::vector<std::string> policy_rules;  // the policy rules that fired (record "policy", search policy:)
     std::vector<std::string> tags;          // their labels (record "tags", search tag:)
     nlohmann::json decisions;               // per recipient: rules, actions, evidence (record "decisions")
+    nlohmann::json pgp;                     // inbound OpenPGP: decrypted, signer, signature (record "pgp")
 };
 
 struct IngestResult {

@@ -28,7 +28,7 @@
 #include <system_error>
 #include <thread>
 
-#include "archive/gpgme_handle.h"
+#include "common/gpgme_handle.h"
 
 extern char** environ;
 
@@ -88,18 +88,7 @@ Error engine_missing() {
 
 // A context on `home`, binary output, no network lookups.
 Result<gpgme::Context> make_context(const std::string& home) {
-    gpgme_ctx_t raw = nullptr;
-    if (gpgme_error_t error = gpgme_new(&raw); error != 0)
-        return Error::temporary("archive.escrow_engine", "gpgme_new: " + gpgme::error_text(error));
-    gpgme::Context context(raw);
-    if (gpgme_error_t error = gpgme_set_protocol(raw, GPGME_PROTOCOL_OpenPGP); error != 0)
-        return Error::temporary("archive.escrow_engine", gpgme::error_text(error));
-    if (gpgme_error_t error = gpgme_ctx_set_engine_info(raw, GPGME_PROTOCOL_OpenPGP, nullptr, home.c_str());
-        error != 0)
-        return Error::temporary("archive.escrow_engine", gpgme::error_text(error));
-    gpgme_set_armor(raw, 0);
-    gpgme_set_offline(raw, 1);
-    return context;
+    return gpgme::make_context(home, "archive.escrow_engine");
 }
 
 }  // namespace
@@ -150,26 +139,12 @@ private:
 namespace {
 
 Result<gpgme::Data> data_from(std::string_view bytes) {   // no copy: `bytes` must outlive the Data
-    gpgme_data_t raw = nullptr;
-    if (gpgme_error_t error = gpgme_data_new_from_mem(&raw, bytes.data(), bytes.size(), 0); error != 0)
-        return Error::temporary("archive.escrow_engine", gpgme::error_text(error));
-    return gpgme::Data(raw);
+    return gpgme::data_from(bytes, "archive.escrow_engine");
 }
 
-Result<gpgme::Data> empty_data() {
-    gpgme_data_t raw = nullptr;
-    if (gpgme_error_t error = gpgme_data_new(&raw); error != 0)
-        return Error::temporary("archive.escrow_engine", gpgme::error_text(error));
-    return gpgme::Data(raw);
-}
+Result<gpgme::Data> empty_data() { return gpgme::empty_data("archive.escrow_engine"); }
 
-std::string take_bytes(gpgme::Data data) {
-    std::size_t size = 0;
-    char* memory = gpgme_data_release_and_get_mem(data.release(), &size);
-    std::string bytes(memory != nullptr ? memory : "", memory != nullptr ? size : 0);
-    gpgme_free(memory);
-    return bytes;
-}
+using gpgme::take_bytes;
 
 bool can_encrypt_now(gpgme_key_t key) {
     if (key->revoked || key->expired || key->disabled || key->invalid) return false;

@@ -320,6 +320,13 @@ void validate(Config& config, ConfigReader& reader, const toml::table& root) {
     check(archive.pack_size >= 64 * 1024 && archive.pack_size <= 256ull * 1024 * 1024, "archive.pack_size",
           "'archive.pack_size' must be between 64KiB and 256MiB");
     check(tls_mode_ok(config.delivery.tls), "delivery.tls", "'delivery.tls' must be \"may\", \"required\" or \"none\"");
+    for (const auto& source : config.pgp.lookup)
+        check(source == "local" || source == "harvested" || source == "wkd" || source == "ldap" || source == "keyserver",
+              "pgp.lookup", "'pgp.lookup': unknown source '" + source + "' (local, harvested, wkd, ldap, keyserver)");
+    check(config.pgp.key_algorithm == "ed25519" || config.pgp.key_algorithm == "rsa3072", "pgp.key_algorithm",
+          "'pgp.key_algorithm' must be \"ed25519\" or \"rsa3072\"");
+    for (const auto& [host, target] : config.pgp.resolve)
+        check(parse_host_port(target, 443).ok(), "pgp.resolve", "'pgp.resolve': '" + target + "' is not ip:port");
     for (auto& [domain, mode] : config.delivery.tls_policy) {
         check(tls_mode_ok(mode), "delivery.tls_policy", "'delivery.tls_policy' value for '" + domain +
                                                            "' must be \"may\", \"required\" or \"none\"");
@@ -401,6 +408,20 @@ Result<Config> parse_config(const std::string& text, const std::string& name) {
                                         {"password_hash", reader.string("smtp.users.password_hash",
                                                                         user.password_hash)}})(element);
             m.users.push_back(user);
+        }
+    };
+    Reader pgp_resolve = [&](const toml::node& node) {
+        const toml::table* table = node.as_table();
+        if (!table) {
+            reader.problem(node.source(), "'pgp.resolve' must be a table of host = \"ip:port\"");
+            return;
+        }
+        for (auto&& [key, value] : *table) {
+            if (!value.is_string()) {
+                reader.problem(value.source(), "'pgp.resolve' values must be strings");
+                continue;
+            }
+            config.pgp.resolve[lowercase(std::string(key.str()))] = *value.value<std::string>();
         }
     };
     Reader tls_policy = [&](const toml::node& node) {
@@ -493,6 +514,21 @@ Result<Config> parse_config(const std::string& text, const std::string& name) {
         })},
         // [policy] is read and checked by gateway/policy (policy::load), which compiles its rules.
         {"policy", [](const toml::node&) {}},
+        {"pgp", reader.table("pgp", {
+            {"directory", reader.path_value("pgp.directory", config.pgp.directory)},
+            {"lookup", reader.string_list("pgp.lookup", config.pgp.lookup)},
+            {"keyservers", reader.string_list("pgp.keyservers", config.pgp.keyservers)},
+            {"signing_key", reader.string("pgp.signing_key", config.pgp.signing_key)},
+            {"additional_decryption_keys",
+             reader.string_list("pgp.additional_decryption_keys", config.pgp.additional_decryption_keys)},
+            {"key_algorithm", reader.string("pgp.key_algorithm", config.pgp.key_algorithm)},
+            {"protected_headers", reader.boolean("pgp.protected_headers", config.pgp.protected_headers)},
+            {"cache_ttl", reader.duration("pgp.cache_ttl", config.pgp.cache_ttl)},
+            {"failure_ttl", reader.duration("pgp.failure_ttl", config.pgp.failure_ttl)},
+            {"fetch_timeout", reader.duration("pgp.fetch_timeout", config.pgp.fetch_timeout)},
+            {"ca_file", reader.path_value("pgp.ca_file", config.pgp.ca_file)},
+            {"resolve", pgp_resolve},
+        })},
         {"api", reader.table("api", {
             {"listen", reader.string("api.listen", w.listen)},
             {"cert", reader.path_value("api.cert", w.cert)},
@@ -524,6 +560,7 @@ Result<Config> parse_config(const std::string& text, const std::string& name) {
     if (w.key.empty()) w.key = t.key;
     if (w.tokens_file.empty()) w.tokens_file = (data / "api-tokens.json").string();
     if (w.exports_directory.empty()) w.exports_directory = (data / "exports").string();
+    if (config.pgp.directory.empty()) config.pgp.directory = (data / "pgp").string();
 
     validate(config, reader, root);
 

@@ -122,6 +122,23 @@ struct ApiConfig {
     std::uint64_t max_export_messages = 1000000;  // larger exports are refused (split them)
 };
 
+struct PgpConfig {
+    std::string directory;             // the gateway's GnuPG home and key records; default <data_dir>/pgp
+    // Where a recipient's key is looked for, in order: local (imported or managed), harvested
+    // (from inbound mail), wkd, keyserver. ("ldap" is accepted and reported as not available.)
+    std::vector<std::string> lookup = {"local", "harvested", "wkd", "keyserver"};
+    std::vector<std::string> keyservers;             // "hkps://keys.openpgp.org", "hkp://host:port"
+    std::string signing_key;                         // fingerprint or address of the organization's key
+    std::vector<std::string> additional_decryption_keys;  // fingerprints every message is also encrypted to
+    std::string key_algorithm = "ed25519";           // managed keys: ed25519 (with cv25519) | rsa3072
+    bool protected_headers = false;                  // real Subject inside, "..." outside
+    Seconds cache_ttl{86400};                        // a found key is used this long before asking again
+    Seconds failure_ttl{3600};                       // "no key" is remembered this long
+    Seconds fetch_timeout{10};                       // one WKD or keyserver request
+    std::string ca_file;                             // CAs for WKD/HKPS; default: the system's
+    std::map<std::string, std::string> resolve;      // host -> "ip:port" (split DNS, tests)
+};
+
 struct Config {
     std::string path;                  // the file it was loaded from
     ServerConfig server;
@@ -131,6 +148,7 @@ struct Config {
     ArchiveConfig archive;
     SearchConfig search;
     ApiConfig api;
+    PgpConfig pgp;
 };
 
 // Parses and validates FILE. On failure the Error message holds every problem

@@ -9,7 +9,7 @@ RUN_PACKAGES=(
   libboost-dev libssl-dev libspdlog-dev libfmt-dev libcli11-dev
   libtomlplusplus-dev nlohmann-json3-dev libargon2-dev librocksdb-dev
   libzstd-dev libgmime-3.0-dev libglib2.0-dev libgtest-dev libgmock-dev
-  libgpgme-dev gnupg libpst-dev
+  libgpgme-dev gnupg gpgconf libpst-dev
   libxapian-dev libpoppler-cpp-dev libzip-dev libxml2-dev libre2-dev
   swaks
 )
@@ -18,7 +18,7 @@ TEST_PACKAGES=(
   libnet-ssleay-perl libio-socket-ssl-perl postfix python3 python3-aiosmtpd openssl zstd tar procps iproute2
   rocksdb-tools gpg-agent
   notmuch maildir-utils poppler-utils python3-snowballstemmer
-  curl unzip python3-yaml wrk
+  curl unzip python3-yaml wrk sq
 )
 
 with_tests=0

@@ -1,0 +1,588 @@
+// gateway/crypto/keyring.cpp — see keyring.h.
+#include "gateway/crypto/keyring.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <set>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "common/gpgme_handle.h"
+#include "common/mail.h"
+#include "gateway/crypto/fetch.h"
+
+namespace postvault::crypto {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kEngine = "pgp.engine";
+
+std::int64_t unix_now() {
+    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+bool is_verified_source(const std::string& source) { return source == "imported" || source == "managed"; }
+
+// The sources a lookup step accepts.
+bool step_accepts(const std::string& step, const std::string& source) {
+    if (step == "local") return is_verified_source(source);
+    return step == source;
+}
+
+KeyInfo key_info(gpgme_key_t key) {
+    KeyInfo info;
+    if (key->subkeys != nullptr && key->subkeys->fpr != nullptr) info.fingerprint = key->subkeys->fpr;
+    info.revoked = key->revoked != 0;
+    info.disabled = key->disabled != 0;
+    info.can_sign = key->can_sign != 0;
+    if (key->subkeys != nullptr) {
+        info.created_unix = key->subkeys->timestamp;
+        if (char* name = gpgme_pubkey_algo_string(key->subkeys); name != nullptr) {
+            info.algorithm = name;
+            gpgme_free(name);
+        }
+    }
+    bool encrypt_never_expires = false;
+    for (gpgme_subkey_t sub = key->subkeys; sub != nullptr; sub = sub->next) {
+        if (!sub->can_encrypt || sub->revoked || sub->disabled || sub->invalid) continue;
+        info.encrypt_since_unix = std::max<std::int64_t>(info.encrypt_since_unix, sub->timestamp);
+        if (sub->expires == 0) encrypt_never_expires = true;
+        else info.encrypt_until_unix = std::max<std::int64_t>(info.encrypt_until_unix, sub->expires);
+    }
+    if (encrypt_never_expires) info.encrypt_until_unix = 0;
+    else if (info.encrypt_since_unix != 0 && info.encrypt_until_unix == 0) info.encrypt_until_unix = 1;
+    // The primary key's own expiry ends every subkey.
+    if (key->subkeys != nullptr && key->subkeys->expires != 0 &&
+        (info.encrypt_until_unix == 0 || key->subkeys->expires < info.encrypt_until_unix))
+        info.encrypt_until_unix = key->subkeys->expires;
+    for (gpgme_user_id_t uid = key->uids; uid != nullptr; uid = uid->next) {
+        if (info.user_id.empty() && uid->uid != nullptr) info.user_id = uid->uid;
+        if (uid->revoked || uid->invalid || uid->email == nullptr || *uid->email == '\0') continue;
+        const std::string address = lowercase(uid->email);
+        if (std::find(info.addresses.begin(), info.addresses.end(), address) == info.addresses.end())
+            info.addresses.push_back(address);
+    }
+    return info;
+}
+
+// "Name <a@b>" or "a@b" -> "a@b", lower case; empty when it is no address.
+std::string address_of(std::string text) {
+    const auto open = text.find('<');
+    if (open != std::string::npos) {
+        const auto close = text.find('>', open);
+        text = text.substr(open + 1, close == std::string::npos ? std::string::npos : close - open - 1);
+    }
+    const auto at = text.find('@');
+    if (at == std::string::npos || at == 0 || at + 1 == text.size()) return {};
+    return lowercase(text);
+}
+
+}  // namespace
+
+bool KeyInfo::can_encrypt_at(std::int64_t now_unix) const {
+    if (revoked || disabled || encrypt_since_unix == 0) return false;
+    return encrypt_until_unix == 0 || encrypt_until_unix > now_unix;
+}
+
+struct Keyring::Impl {
+    PgpConfig config;
+    std::string home;
+    std::string records_path;
+
+    std::mutex mutex;                         // guards what follows
+    std::vector<KeyInfo> keys;                // the keyring, as last listed
+    bool keys_current = false;
+    // What the listing saw: another process (`postvault keys import` while the server runs) may
+    // change the keyring; a change of either file makes the next snapshot list it again.
+    fs::file_time_type seen_pubring{}, seen_records{};
+    nlohmann::json records = nlohmann::json::object();  // fingerprint -> {source, fetched}
+    std::map<std::string, std::int64_t> no_key_until;   // address -> until when "no key" holds
+    std::mutex import_mutex;                  // one import at a time
+
+    static fs::file_time_type modified(const std::string& path) {
+        std::error_code ignored;
+        return fs::last_write_time(path, ignored);
+    }
+
+    Result<gpgme::Context> context(bool armor) {
+        auto made = gpgme::make_context(home, kEngine);
+        if (!made) return made.error();
+        gpgme_set_armor(made->get(), armor ? 1 : 0);
+        gpgme_set_pinentry_mode(made->get(), GPGME_PINENTRY_MODE_LOOPBACK);
+        return made;
+    }
+
+    Status save_records() {  // mutex held
+        const std::string temporary = records_path + ".tmp";
+        {
+            std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
+            if (!out) return Error::temporary(kEngine, "cannot write " + temporary);
+            out << records.dump(1);
+            if (!out) return Error::temporary(kEngine, "cannot write " + temporary);
+        }
+        ::chmod(temporary.c_str(), 0600);
+        std::error_code error;
+        fs::rename(temporary, records_path, error);
+        if (error) return Error::temporary(kEngine, "cannot replace " + records_path + ": " + error.message());
+        return Status::success();
+    }
+
+    // Lists the keyring (public and secret) into `keys`; mutex held.
+    Status refresh_locked() {
+        auto ctx = context(false);
+        if (!ctx) return ctx.error();
+        std::vector<KeyInfo> listed;
+        std::set<std::string> secret;
+        for (int secret_only : {1, 0}) {
+            if (gpgme_error_t error = gpgme_op_keylist_start(ctx->get(), nullptr, secret_only); error != 0)
+                return Error::temporary(kEngine, "listing keys: " + gpgme::error_text(error));
+            gpgme_key_t raw = nullptr;
+            while (gpgme_op_keylist_next(ctx->get(), &raw) == 0) {
+                gpgme::Key key(raw);
+                KeyInfo info = key_info(raw);
+                if (secret_only) {
+                    secret.insert(info.fingerprint);
+                    continue;
+                }
+                info.secret = secret.count(info.fingerprint) > 0;
+                const auto record = records.find(info.fingerprint);
+                info.source = record != records.end() ? record->value("source", "imported") : "imported";
+                info.fetched_unix = record != records.end() ? record->value("fetched", std::int64_t{0}) : 0;
+                info.trust = is_verified_source(info.source) ? "verified" : "unverified";
+                listed.push_back(std::move(info));
+            }
+            gpgme_op_keylist_end(ctx->get());
+        }
+        keys = std::move(listed);
+        keys_current = true;
+        seen_pubring = modified(home + "/pubring.kbx");
+        seen_records = modified(records_path);
+        return Status::success();
+    }
+
+    Result<std::vector<KeyInfo>> snapshot() {
+        std::lock_guard lock(mutex);
+        const auto pubring = modified(home + "/pubring.kbx");
+        const auto records_file = modified(records_path);
+        if (!keys_current || pubring != seen_pubring || records_file != seen_records) {
+            if (records_file != seen_records)
+                if (auto loaded = load_records_locked(); !loaded) return loaded.error();
+            if (auto refreshed = refresh_locked(); !refreshed) return refreshed.error();
+        }
+        return keys;
+    }
+
+    // Reads keys.json (another process may have written it); mutex held.
+    Status load_records_locked() {
+        if (!fs::exists(records_path)) return Status::success();
+        std::ifstream in(records_path, std::ios::binary);
+        try {
+            auto parsed = nlohmann::json::parse(in);
+            if (!parsed.is_object()) throw std::runtime_error("not a JSON object");
+            records = std::move(parsed);
+        } catch (const std::exception& e) {
+            return Error::permanent(kEngine, records_path + ": unreadable: " + e.what());
+        }
+        return Status::success();
+    }
+
+    // The newest usable key for `address` among those `step` accepts (fetched ones within the TTL).
+    std::optional<KeyInfo> select(const std::vector<KeyInfo>& all, const std::string& address,
+                                  const std::string& step, std::int64_t now) const {
+        std::optional<KeyInfo> best;
+        for (const KeyInfo& key : all) {
+            if (!step_accepts(step, key.source)) continue;
+            if (std::find(key.addresses.begin(), key.addresses.end(), address) == key.addresses.end()) continue;
+            if (!key.can_encrypt_at(now)) continue;
+            if ((step == "wkd" || step == "keyserver") && key.fetched_unix + config.cache_ttl.count() < now) continue;
+            if (!best || key.encrypt_since_unix > best->encrypt_since_unix) best = key;
+        }
+        return best;
+    }
+
+    FetchOptions fetch_options() const {
+        FetchOptions options;
+        options.timeout = config.fetch_timeout;
+        options.ca_file = config.ca_file;
+        options.resolve = config.resolve;
+        return options;
+    }
+
+    // Fetches `url`; imports what it returns with `source`. Returns a line for LookupResult::tried.
+    std::string fetch_and_import(Keyring& keyring, const std::string& step, const std::string& url) {
+        auto fetched = http_get(url, fetch_options());
+        if (!fetched) {
+            spdlog::warn("pgp: {} {}: {}", step, url, fetched.error().message);
+            return step + ": " + url + ": " + fetched.error().message;
+        }
+        if (fetched->status != 200) return step + ": " + url + ": no key (HTTP " + std::to_string(fetched->status) + ")";
+        auto imported = keyring.import(fetched->body, step);
+        if (!imported) return step + ": " + url + ": " + imported.error().message;
+        return step + ": " + url + ": " + std::to_string(imported->size()) + " key(s) imported";
+    }
+};
+
+Keyring::Keyring() : impl_(std::make_unique<Impl>()) {}
+Keyring::~Keyring() = default;
+
+Result<std::unique_ptr<Keyring>> Keyring::open(const PgpConfig& config) {
+    if (!gpgme::ensure_gpgme()) return Error::permanent(kEngine, "GPGME finds no usable gpg (OpenPGP engine)");
+    std::unique_ptr<Keyring> keyring(new Keyring());
+    Impl& impl = *keyring->impl_;
+    impl.config = config;
+    impl.home = (fs::path(config.directory) / "gnupg").string();
+    impl.records_path = (fs::path(config.directory) / "keys.json").string();
+    std::error_code error;
+    fs::create_directories(impl.home, error);
+    if (error) return Error::permanent(kEngine, "cannot create " + impl.home + ": " + error.message());
+    ::chmod(config.directory.c_str(), 0700);
+    ::chmod(impl.home.c_str(), 0700);
+    if (auto loaded = impl.load_records_locked(); !loaded) return loaded.error();
+    impl.seen_records = Impl::modified(impl.records_path);
+    return keyring;
+}
+
+Result<std::vector<KeyInfo>> Keyring::import(std::string_view key_data, const std::string& source) {
+    std::lock_guard import_lock(impl_->import_mutex);
+    auto ctx = impl_->context(false);
+    if (!ctx) return ctx.error();
+    auto data = gpgme::data_from(key_data, kEngine);
+    if (!data) return data.error();
+    if (gpgme_error_t error = gpgme_op_import(ctx->get(), data->get()); error != 0)
+        return Error::permanent("pgp.import", "import failed: " + gpgme::error_text(error));
+    gpgme_import_result_t result = gpgme_op_import_result(ctx->get());
+    std::set<std::string> fingerprints;
+    for (gpgme_import_status_t status = result ? result->imports : nullptr; status != nullptr; status = status->next)
+        if (status->result == 0 && status->fpr != nullptr) fingerprints.insert(status->fpr);
+    if (fingerprints.empty()) {
+        std::string why = "no usable key in the data";
+        if (result != nullptr && result->no_user_id > 0) why += " (a key without user IDs cannot be imported by GnuPG 2.2)";
+        return Error::permanent("pgp.import", why);
+    }
+
+    std::lock_guard lock(impl_->mutex);
+    const std::int64_t now = unix_now();
+    for (const auto& fingerprint : fingerprints) {
+        auto& record = impl_->records[fingerprint];
+        // An administrator's import makes any key verified; a fetch never downgrades one.
+        const std::string before = record.is_object() ? record.value("source", "") : "";
+        if (before.empty() || !is_verified_source(before) || is_verified_source(source)) {
+            if (before != "managed") record["source"] = source;
+        }
+        if (source == "wkd" || source == "keyserver") record["fetched"] = now;
+    }
+    if (auto saved = impl_->save_records(); !saved) return saved.error();
+    if (auto refreshed = impl_->refresh_locked(); !refreshed) return refreshed.error();
+    std::vector<KeyInfo> out;
+    for (const auto& key : impl_->keys)
+        if (fingerprints.count(key.fingerprint)) out.push_back(key);
+    return out;
+}
+
+std::vector<KeyInfo> Keyring::list() {
+    auto keys = impl_->snapshot();
+    if (!keys) {
+        spdlog::error("pgp: {}", keys.error().message);
+        return {};
+    }
+    return *keys;
+}
+
+Result<LookupResult> Keyring::lookup(const std::string& raw_address) {
+    const std::string address = address_of(raw_address);
+    if (address.empty()) return Error::permanent("pgp.bad_address", "'" + raw_address + "' is not an address");
+    const std::int64_t now = unix_now();
+    {
+        std::lock_guard lock(impl_->mutex);
+        auto cached = impl_->no_key_until.find(address);
+        if (cached != impl_->no_key_until.end() && cached->second > now) {
+            // Local keys still count: an administrator may have imported one since.
+            if (!impl_->keys_current) (void)impl_->refresh_locked();
+            bool local = false;
+            for (const auto& step : impl_->config.lookup)
+                if ((step == "local" || step == "harvested") && impl_->select(impl_->keys, address, step, now)) local = true;
+            if (!local)
+                return Error::permanent("pgp.no_key", "no usable OpenPGP key for " + address +
+                                                          " (remembered from a lookup less than " +
+                                                          std::to_string(impl_->config.failure_ttl.count()) + "s ago)");
+        }
+    }
+    LookupResult result;
+    for (const auto& step : impl_->config.lookup) {
+        auto keys = impl_->snapshot();
+        if (!keys) return keys.error();
+        if (auto found = impl_->select(*keys, address, step, now)) {
+            result.key = *found;
+            result.source = step;
+            std::lock_guard lock(impl_->mutex);
+            impl_->no_key_until.erase(address);
+            return result;
+        }
+        if (step == "local" || step == "harvested") {
+            result.tried.push_back(step + ": no usable key");
+        } else if (step == "wkd") {
+            auto urls = wkd_urls(address);
+            if (!urls) {
+                result.tried.push_back("wkd: " + urls.error().message);
+                continue;
+            }
+            for (const auto& url : {urls->advanced, urls->direct}) {
+                result.tried.push_back(impl_->fetch_and_import(*this, "wkd", url));
+                auto again = impl_->snapshot();
+                if (!again) return again.error();
+                if (auto found = impl_->select(*again, address, "wkd", now)) {
+                    result.key = *found;
+                    result.source = step;
+                    return result;
+                }
+            }
+        } else if (step == "keyserver") {
+            if (impl_->config.keyservers.empty()) result.tried.push_back("keyserver: none configured");
+            for (const auto& server : impl_->config.keyservers) {
+                auto url = hkp_url(server, address);
+                if (!url) {
+                    result.tried.push_back("keyserver: " + url.error().message);
+                    continue;
+                }
+                result.tried.push_back(impl_->fetch_and_import(*this, "keyserver", *url));
+                auto again = impl_->snapshot();
+                if (!again) return again.error();
+                if (auto found = impl_->select(*again, address, "keyserver", now)) {
+                    result.key = *found;
+                    result.source = step;
+                    return result;
+                }
+            }
+        } else {
+            result.tried.push_back(step + ": not available in this build");
+        }
+    }
+    std::string tried;
+    for (const auto& line : result.tried) tried += (tried.empty() ? "" : "; ") + line;
+    {
+        std::lock_guard lock(impl_->mutex);
+        impl_->no_key_until[address] = now + impl_->config.failure_ttl.count();
+    }
+    return Error::permanent("pgp.no_key", "no usable OpenPGP key for " + address + " (" + tried + ")");
+}
+
+Result<KeyInfo> Keyring::generate(const std::string& raw_address) {
+    const std::string address = address_of(raw_address);
+    if (address.empty()) return Error::permanent("pgp.bad_address", "'" + raw_address + "' is not an address");
+    auto ctx = impl_->context(false);
+    if (!ctx) return ctx.error();
+    const bool rsa = impl_->config.key_algorithm == "rsa3072";
+    const std::string user_id = "<" + address + ">";
+    const unsigned flags = GPGME_CREATE_NOPASSWD | GPGME_CREATE_FORCE;
+    if (gpgme_error_t error = gpgme_op_createkey(ctx->get(), user_id.c_str(), rsa ? "rsa3072" : "ed25519", 0, 0,
+                                                 nullptr, flags | GPGME_CREATE_SIGN | GPGME_CREATE_CERT);
+        error != 0)
+        return Error::temporary(kEngine, "creating a key for " + address + ": " + gpgme::error_text(error));
+    gpgme_genkey_result_t created = gpgme_op_genkey_result(ctx->get());
+    if (created == nullptr || created->fpr == nullptr) return Error::temporary(kEngine, "gpg made no key");
+    const std::string fingerprint = created->fpr;
+    gpgme_key_t raw = nullptr;
+    if (gpgme_error_t error = gpgme_get_key(ctx->get(), fingerprint.c_str(), &raw, 1); error != 0)
+        return Error::temporary(kEngine, "reading the new key: " + gpgme::error_text(error));
+    gpgme::Key key(raw);
+    if (gpgme_error_t error = gpgme_op_createsubkey(ctx->get(), raw, rsa ? "rsa3072" : "cv25519", 0, 0,
+                                                    GPGME_CREATE_NOPASSWD | GPGME_CREATE_ENCR);
+        error != 0)
+        return Error::temporary(kEngine, "adding the encryption subkey: " + gpgme::error_text(error));
+
+    std::lock_guard lock(impl_->mutex);
+    impl_->records[fingerprint] = {{"source", "managed"}, {"created", unix_now()}};
+    if (auto saved = impl_->save_records(); !saved) return saved.error();
+    if (auto refreshed = impl_->refresh_locked(); !refreshed) return refreshed.error();
+    impl_->no_key_until.erase(address);
+    for (const auto& k : impl_->keys)
+        if (k.fingerprint == fingerprint) return k;
+    return Error::temporary(kEngine, "the new key " + fingerprint + " is not listed");
+}
+
+Result<std::string> Keyring::export_public(const std::string& which, bool armor) {
+    auto keys = impl_->snapshot();
+    if (!keys) return keys.error();
+    const std::string address = address_of(which);
+    std::string fingerprint;
+    for (const auto& key : *keys) {
+        if (key.fingerprint == which ||
+            (!address.empty() && is_verified_source(key.source) &&
+             std::find(key.addresses.begin(), key.addresses.end(), address) != key.addresses.end()))
+            fingerprint = key.fingerprint;
+    }
+    if (fingerprint.empty()) return Error::permanent("pgp.no_key", "no local key " + which);
+    auto ctx = impl_->context(armor);
+    if (!ctx) return ctx.error();
+    auto out = gpgme::empty_data(kEngine);
+    if (!out) return out.error();
+    if (gpgme_error_t error = gpgme_op_export(ctx->get(), fingerprint.c_str(), 0, out->get()); error != 0)
+        return Error::temporary(kEngine, "export: " + gpgme::error_text(error));
+    return gpgme::take_bytes(std::move(*out));
+}
+
+Result<std::string> Keyring::organization_signer() {
+    const std::string& wanted = impl_->config.signing_key;
+    if (wanted.empty()) return Error::temporary("pgp.signing_key", "4.7.0 no pgp.signing_key is configured");
+    auto keys = impl_->snapshot();
+    if (!keys) return keys.error();
+    const std::string address = address_of(wanted);
+    for (const auto& key : *keys) {
+        const bool named = key.fingerprint == wanted ||
+                           (!address.empty() && std::find(key.addresses.begin(), key.addresses.end(), address) !=
+                                                    key.addresses.end());
+        if (named && key.secret && key.can_sign && !key.revoked) return key.fingerprint;
+    }
+    return Error::temporary("pgp.signing_key", "4.7.0 pgp.signing_key " + wanted + " has no usable secret key here");
+}
+
+std::optional<std::string> Keyring::managed_signer(const std::string& raw_address) {
+    const std::string address = address_of(raw_address);
+    auto keys = impl_->snapshot();
+    if (!keys || address.empty()) return std::nullopt;
+    for (const auto& key : *keys)
+        if (key.source == "managed" && key.secret && key.can_sign && !key.revoked &&
+            std::find(key.addresses.begin(), key.addresses.end(), address) != key.addresses.end())
+            return key.fingerprint;
+    return std::nullopt;
+}
+
+namespace {
+
+Status add_signer(gpgme_ctx_t ctx, const std::string& signer) {
+    gpgme_key_t raw = nullptr;
+    if (gpgme_error_t error = gpgme_get_key(ctx, signer.c_str(), &raw, 1); error != 0)
+        return Error::temporary("pgp.signing_key", "4.7.0 signing key " + signer + ": " + gpgme::error_text(error));
+    gpgme::Key key(raw);
+    gpgme_signers_clear(ctx);
+    if (gpgme_error_t error = gpgme_signers_add(ctx, raw); error != 0)
+        return Error::temporary("pgp.signing_key", "4.7.0 signing key " + signer + ": " + gpgme::error_text(error));
+    return Status::success();
+}
+
+}  // namespace
+
+Result<std::string> Keyring::encrypt(std::string_view plaintext, const std::vector<std::string>& fingerprints,
+                                     const std::string& signer) {
+    auto ctx = impl_->context(true);
+    if (!ctx) return ctx.error();
+    std::string recipients;
+    for (const auto& fpr : fingerprints) recipients += fpr + "\n";
+    for (const auto& fpr : impl_->config.additional_decryption_keys) recipients += fpr + "\n";
+    auto in = gpgme::data_from(plaintext, kEngine);
+    if (!in) return in.error();
+    auto out = gpgme::empty_data(kEngine);
+    if (!out) return out.error();
+    const auto flags = static_cast<gpgme_encrypt_flags_t>(GPGME_ENCRYPT_ALWAYS_TRUST);
+    gpgme_error_t error = 0;
+    if (signer.empty()) {
+        error = gpgme_op_encrypt_ext(ctx->get(), nullptr, recipients.c_str(), flags, in->get(), out->get());
+    } else {
+        if (auto added = add_signer(ctx->get(), signer); !added) return added.error();
+        error = gpgme_op_encrypt_sign_ext(ctx->get(), nullptr, recipients.c_str(), flags, in->get(), out->get());
+    }
+    if (error != 0) {
+        std::string why = gpgme::error_text(error);
+        if (gpgme_encrypt_result_t result = gpgme_op_encrypt_result(ctx->get()))
+            for (auto invalid = result->invalid_recipients; invalid != nullptr; invalid = invalid->next)
+                why += std::string("; unusable key ") + (invalid->fpr ? invalid->fpr : "?") + ": " +
+                       gpgme::error_text(invalid->reason);
+        return Error::temporary(kEngine, "encryption failed: " + why);
+    }
+    return gpgme::take_bytes(std::move(*out));
+}
+
+Result<std::string> Keyring::sign_detached(std::string_view data, const std::string& signer, std::string& micalg) {
+    auto ctx = impl_->context(true);
+    if (!ctx) return ctx.error();
+    if (auto added = add_signer(ctx->get(), signer); !added) return added.error();
+    auto in = gpgme::data_from(data, kEngine);
+    if (!in) return in.error();
+    auto out = gpgme::empty_data(kEngine);
+    if (!out) return out.error();
+    if (gpgme_error_t error = gpgme_op_sign(ctx->get(), in->get(), out->get(), GPGME_SIG_MODE_DETACH); error != 0)
+        return Error::temporary(kEngine, "signing failed: " + gpgme::error_text(error));
+    gpgme_sign_result_t result = gpgme_op_sign_result(ctx->get());
+    micalg = "pgp-sha256";
+    if (result != nullptr && result->signatures != nullptr)
+        if (const char* name = gpgme_hash_algo_name(result->signatures->hash_algo)) micalg = "pgp-" + lowercase(name);
+    return gpgme::take_bytes(std::move(*out));
+}
+
+namespace {
+
+// Fills signer, validity and summary from a verify result.
+void read_signature(gpgme_verify_result_t result, const std::vector<KeyInfo>& keys, bool& present, bool& valid,
+                    std::string& signer, std::string& signer_address, std::string& summary) {
+    present = result != nullptr && result->signatures != nullptr;
+    if (!present) return;
+    gpgme_signature_t sig = result->signatures;
+    signer = sig->fpr != nullptr ? sig->fpr : "";
+    const gpg_err_code_t code = gpgme_err_code(sig->status);
+    valid = code == GPG_ERR_NO_ERROR;
+    summary = valid                              ? "good"
+              : code == GPG_ERR_BAD_SIGNATURE    ? "bad"
+              : code == GPG_ERR_NO_PUBKEY        ? "no public key"
+              : code == GPG_ERR_KEY_EXPIRED      ? "expired key"
+              : code == GPG_ERR_SIG_EXPIRED      ? "expired signature"
+              : code == GPG_ERR_CERT_REVOKED     ? "revoked key"
+                                                 : gpgme_strerror(sig->status);
+    for (const auto& key : keys) {
+        // The signature may name the signing subkey: match any key whose fingerprint ends with it.
+        if (!signer.empty() && (key.fingerprint == signer || key.fingerprint.ends_with(signer))) {
+            signer = key.fingerprint;
+            if (!key.addresses.empty()) signer_address = key.addresses.front();
+        }
+    }
+}
+
+}  // namespace
+
+Result<Decrypted> Keyring::decrypt(std::string_view ciphertext) {
+    auto ctx = impl_->context(false);
+    if (!ctx) return ctx.error();
+    auto in = gpgme::data_from(ciphertext, kEngine);
+    if (!in) return in.error();
+    auto out = gpgme::empty_data(kEngine);
+    if (!out) return out.error();
+    if (gpgme_error_t error = gpgme_op_decrypt_verify(ctx->get(), in->get(), out->get()); error != 0)
+        return Error::permanent("pgp.decrypt", "cannot decrypt: " + gpgme::error_text(error));
+    Decrypted decrypted;
+    if (gpgme_decrypt_result_t result = gpgme_op_decrypt_result(ctx->get()))
+        for (auto r = result->recipients; r != nullptr; r = r->next)
+            if (r->keyid != nullptr) decrypted.recipients.push_back(r->keyid);
+    auto keys = impl_->snapshot();
+    read_signature(gpgme_op_verify_result(ctx->get()), keys ? *keys : std::vector<KeyInfo>{}, decrypted.signed_,
+                   decrypted.signature_valid, decrypted.signer, decrypted.signer_address, decrypted.signature_summary);
+    decrypted.plaintext = gpgme::take_bytes(std::move(*out));
+    return decrypted;
+}
+
+Result<Verified> Keyring::verify_detached(std::string_view data, std::string_view signature) {
+    auto ctx = impl_->context(false);
+    if (!ctx) return ctx.error();
+    auto sig = gpgme::data_from(signature, kEngine);
+    if (!sig) return sig.error();
+    auto text = gpgme::data_from(data, kEngine);
+    if (!text) return text.error();
+    if (gpgme_error_t error = gpgme_op_verify(ctx->get(), sig->get(), text->get(), nullptr); error != 0)
+        return Error::permanent("pgp.decrypt", "cannot verify: " + gpgme::error_text(error));
+    Verified verified;
+    bool present = false;
+    auto keys = impl_->snapshot();
+    read_signature(gpgme_op_verify_result(ctx->get()), keys ? *keys : std::vector<KeyInfo>{}, present, verified.valid,
+                   verified.signer, verified.signer_address, verified.summary);
+    if (!present) verified.summary = "no signature";
+    return verified;
+}
+
+}  // namespace postvault::crypto

@@ -1,0 +1,422 @@
+"""OpenPGP through the real binary: `postvault keys ...`, and the relay encrypting and signing as
+the policy says, checked by independent implementations: GnuPG (`gpg`, its own home) and Sequoia
+(`sq`) decrypt and verify what the relay sent; attachments come out byte-identical. Key discovery
+against an HKP keyserver and a WKD server started here on loopback (tests/tools/keyserver.py).
+"""
+
+import email
+import email.policy
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import smtplib
+import subprocess
+import tempfile
+
+from harness import PYTHON, SOURCE_DIR, PostvaultTestCase, wait_until
+
+KEYSERVER = pathlib.Path(SOURCE_DIR) / "tests" / "tools" / "keyserver.py"
+
+POLICY = r'''
+[policy]
+adhoc_subject_tag = "[secure]"
+adhoc_encrypt = ["pgp", "bounce"]
+
+[[policy.rules]]
+name = "partners"
+when = { recipient_domain = ["partner.example", "wkd.example"] }
+then = { encrypt = ["pgp", "smime", "bounce"], tag = ["encrypted"] }
+
+[[policy.rules]]
+name = "signed"
+when = { recipient_domain = ["signed.example"] }
+then = { sign = true }
+
+[[policy.rules]]
+name = "both"
+when = { recipient_domain = ["both.example"] }
+then = { encrypt = ["pgp", "hold"], sign = true }
+'''
+
+
+class Gpg:
+    """A user's own GnuPG, in a short temporary home."""
+
+    def __init__(self, owner):
+        self.home = tempfile.mkdtemp(prefix="pvg-", dir="/tmp")
+        owner.cleanups.append(self.close)
+
+    def run(self, *args, input_bytes=None, check=True):
+        result = subprocess.run(["gpg", "--homedir", self.home, "--batch", "--yes", "--pinentry-mode", "loopback",
+                                 "--passphrase", "", *args], input=input_bytes, capture_output=True, timeout=120)
+        if check and result.returncode != 0:
+            raise AssertionError(f"gpg {args} failed: {result.stderr.decode(errors='replace')}")
+        return result
+
+    def generate(self, user_id, faked_time=None, expire="0"):
+        extra = ["--faked-system-time", faked_time] if faked_time else []
+        self.run(*extra, "--quick-gen-key", user_id, "ed25519", "sign", expire)
+        fpr = self.fingerprint(user_id)
+        self.run(*extra, "--quick-add-key", fpr, "cv25519", "encr", expire)
+        return fpr
+
+    def fingerprint(self, user_id):
+        out = self.run("--with-colons", "--list-keys", user_id).stdout.decode()
+        return next(line.split(":")[9] for line in out.splitlines() if line.startswith("fpr:"))
+
+    def export(self, what, secret=False, armor=True):
+        args = (["--armor"] if armor else []) + ["--export-secret-keys" if secret else "--export", what]
+        return self.run(*args).stdout
+
+    def close(self):
+        subprocess.run(["gpgconf", "--homedir", self.home, "--kill", "all"], capture_output=True)
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+def original_message(to="bob@partner.example", subject="Quarterly numbers"):
+    """A message with a UTF-8 body, a binary attachment and an attachment with a non-ASCII name."""
+    binary = bytes(range(256)) * 40
+    msg = email.message.EmailMessage()
+    msg["From"] = "Alice <alice@corp.example>"
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Message-ID"] = "<pgp-test@corp.example>"
+    msg.set_content("Grüße — the numbers are attached.\n")
+    msg.add_attachment(binary, maintype="application", subtype="octet-stream", filename="data.bin")
+    msg.add_attachment("Straße 1, Köln\n".encode(), maintype="text", subtype="plain", filename="Übersicht.txt")
+    return msg.as_bytes(policy=email.policy.SMTP), binary
+
+
+def attachments(message_bytes):
+    parsed = email.message_from_bytes(message_bytes, policy=email.policy.default)
+    return {part.get_filename(): part.get_payload(decode=True) for part in parsed.iter_attachments()}
+
+
+class KeyServer:
+    def __init__(self, owner, directory, tls=None):
+        args = [PYTHON, str(KEYSERVER), "--dir", str(directory)]
+        if tls:
+            args += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
+        self.directory = pathlib.Path(directory)
+        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline()
+        if not line.startswith("READY"):
+            raise RuntimeError("keyserver did not start: " + line + self.process.stderr.read())
+        self.port = int(line.split()[1])
+        owner.cleanups.append(self.stop)
+
+    def requests(self):
+        log = self.directory / "requests.log"
+        return log.read_text() if log.exists() else ""
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=5)
+
+
+class PgpRelayTest(PostvaultTestCase):
+    def setUp(self):
+        super().setUp()
+        self.sink = self.start_sink()
+        self.pv = self.start_postvault(delivery={"relayhost": f"127.0.0.1:{self.sink.port}"}, start=False)
+        # Only the keys imported here: no test may ask the Internet's WKD servers.
+        self.config = self.pv.config_path.read_text() + '[pgp]\nlookup = ["local"]\n' + POLICY
+        self.pv.config_path.write_text(self.config)
+        self.bob = Gpg(self)
+        self.bob_fpr = self.bob.generate("Bob <Bob@Partner.Example>")
+        key_file = self.tmp / "bob.asc"
+        key_file.write_bytes(self.bob.export(self.bob_fpr))
+        imported = self.keys("import", str(key_file))
+        self.assertIn("1 key(s) imported", imported.stdout)
+
+    def keys(self, *args, check=True):
+        return self.pv.cli("keys", args[0], "--config", str(self.pv.config_path), *args[1:], check=check)
+
+    def send(self, data, to):
+        with smtplib.SMTP("127.0.0.1", self.pv.port, timeout=30) as client:
+            client.sendmail("alice@corp.example", to, data)
+
+    def delivered_to(self, address):
+        found = wait_until(lambda: [d for m, d in self.sink.messages() if address in m["rcpt_tos"]], timeout=30,
+                           message=f"a message for {address}")
+        return found[0]
+
+    def test_encrypted_for_the_recipient_readable_by_gpg_and_sq_with_attachments_intact(self):
+        self.pv.start()
+        original, binary = original_message()
+        # Mixed case in the envelope, another case in the key's user ID: still found.
+        self.send(original, ["BOB@partner.EXAMPLE"])
+        sent = self.delivered_to("BOB@partner.EXAMPLE")
+        parsed = email.message_from_bytes(sent, policy=email.policy.default)
+        self.assertEqual(parsed.get_content_type(), "multipart/encrypted")
+        self.assertEqual(parsed.get_param("protocol"), "application/pgp-encrypted")
+        self.assertNotIn(b"Quarterly numbers are", sent)
+        self.assertNotIn(binary[:64], sent)
+        self.assertNotIn("Grüße".encode(), sent)
+        self.assertEqual(parsed["Subject"], "Quarterly numbers")  # protected headers are off by default
+        ciphertext = parsed.get_payload()[1].get_payload(decode=True)
+
+        decrypted = self.bob.run("--decrypt", input_bytes=ciphertext).stdout
+        inner = attachments(b"MIME-Version: 1.0\r\n" + decrypted)
+        self.assertEqual(inner["data.bin"], binary)
+        self.assertEqual(inner["Übersicht.txt"], "Straße 1, Köln\n".encode())
+
+        secret = self.tmp / "bob-secret.asc"
+        secret.write_bytes(self.bob.export(self.bob_fpr, secret=True))
+        cipher_file = self.tmp / "cipher.asc"
+        cipher_file.write_bytes(ciphertext)
+        by_sq = subprocess.run(["sq", "decrypt", "--recipient-key", str(secret), str(cipher_file)],
+                               capture_output=True, timeout=60)
+        self.assertEqual(by_sq.returncode, 0, by_sq.stderr.decode(errors="replace"))
+        self.assertEqual(by_sq.stdout, decrypted)
+
+        # The archive records the method for that recipient.
+        ids = self.pv.archive_list()
+
+        def methods():
+            return [o["method"] for i in ids for o in json.loads(self.pv.archive("show", i).stdout)["outcomes"]]
+        wait_until(lambda: methods() == ["pgp"], message="pgp in the archive")
+
+    def test_no_key_bounces_and_an_expired_key_is_not_used(self):
+        eve = Gpg(self)
+        fpr = eve.generate("Eve <eve@partner.example>", faked_time="20200101T000000", expire="1y")
+        key_file = self.tmp / "eve.asc"
+        key_file.write_bytes(eve.export(fpr))
+        self.keys("import", str(key_file))
+        listed = self.keys("list")
+        self.assertIn("expired", listed.stdout)
+        lookup = self.keys("lookup", "eve@partner.example", check=False)
+        self.assertEqual(lookup.returncode, 1)
+        self.assertIn("no usable OpenPGP key", lookup.stderr)
+
+        original, _ = original_message(to="eve@partner.example")
+        self.pv.start()
+        self.send(original, ["eve@partner.example", "nokey@partner.example"])
+        dsns = wait_until(lambda: [d for m, d in self.sink.messages() if m["rcpt_tos"] == ["alice@corp.example"]]
+                          if len(self.sink.messages()) >= 2 else None, timeout=30, message="two DSNs")
+        dsn = next(d for d in dsns if b"<eve@partner.example>" in d)
+        self.assertIn(b"5.7.1", dsn)
+        self.assertIn(b"no usable OpenPGP key for eve@partner.example", dsn)
+        self.assertIn(b"smime: not available on this server", dsn)
+        self.assertTrue(any(b"<nokey@partner.example>" in d for d in dsns))
+        for meta, data in self.sink.messages():
+            self.assertNotIn("eve@partner.example", meta["rcpt_tos"])
+            self.assertNotIn("nokey@partner.example", meta["rcpt_tos"])
+
+    def test_signed_by_the_organization_key_verified_by_gpg_and_sq(self):
+        generated = self.keys("generate", "security@corp.example")
+        org_fpr = generated.stdout.split()[-1]
+        self.pv.config_path.write_text(self.config.replace("[policy]", f'signing_key = "security@corp.example"\n\n[policy]'))
+        self.pv.start()
+        original, binary = original_message(to="carl@signed.example")
+        self.send(original, ["carl@signed.example"])
+        sent = self.delivered_to("carl@signed.example")
+        parsed = email.message_from_bytes(sent, policy=email.policy.default)
+        self.assertEqual(parsed.get_content_type(), "multipart/signed")
+        self.assertEqual(parsed.get_param("micalg"), "pgp-sha256")
+
+        # The exact bytes of the first part, between the boundaries (RFC 3156).
+        boundary = parsed.get_boundary().encode()
+        body = sent.split(b"\r\n\r\n", 1)[1]
+        first = body.split(b"--" + boundary + b"\r\n", 1)[1].split(b"\r\n--" + boundary, 1)[0]
+        signature = parsed.get_payload()[1].get_payload(decode=True)
+        (self.tmp / "signed.txt").write_bytes(first)
+        (self.tmp / "signed.sig").write_bytes(signature)
+        public = self.tmp / "org.asc"
+        public.write_bytes(self.keys("export", "security@corp.example").stdout.encode())
+
+        carl = Gpg(self)
+        carl.run("--import", str(public))
+        verified = carl.run("--verify", str(self.tmp / "signed.sig"), str(self.tmp / "signed.txt"), check=False)
+        self.assertEqual(verified.returncode, 0, verified.stderr.decode(errors="replace"))
+        self.assertIn(b"Good signature", verified.stderr)
+        by_sq = subprocess.run(["sq", "verify", "--signer-cert", str(public), "--detached", str(self.tmp / "signed.sig"),
+                                str(self.tmp / "signed.txt")], capture_output=True, timeout=60)
+        self.assertEqual(by_sq.returncode, 0, by_sq.stderr.decode(errors="replace"))
+        self.assertIn(org_fpr[-16:].encode(), by_sq.stderr.replace(b" ", b""))
+        self.assertEqual(attachments(first)["data.bin"], binary)
+
+    def test_sign_and_encrypt_in_one_step(self):
+        self.keys("generate", "security@corp.example")
+        dora = Gpg(self)
+        fpr = dora.generate("dora@both.example")
+        key_file = self.tmp / "dora.asc"
+        key_file.write_bytes(dora.export(fpr))
+        self.keys("import", str(key_file))
+        org = self.tmp / "org.asc"
+        org.write_bytes(self.keys("export", "security@corp.example").stdout.encode())
+        dora.run("--import", str(org))
+        self.pv.config_path.write_text(self.config.replace("[policy]", 'signing_key = "security@corp.example"\n\n[policy]'))
+        self.pv.start()
+        original, binary = original_message(to="dora@both.example")
+        self.send(original, ["dora@both.example"])
+        sent = self.delivered_to("dora@both.example")
+        parsed = email.message_from_bytes(sent, policy=email.policy.default)
+        ciphertext = parsed.get_payload()[1].get_payload(decode=True)
+        result = dora.run("--decrypt", input_bytes=ciphertext)
+        self.assertIn(b"Good signature", result.stderr)
+        self.assertEqual(attachments(b"MIME-Version: 1.0\r\n" + result.stdout)["data.bin"], binary)
+
+
+class KeyDiscoveryTest(PostvaultTestCase):
+    def setUp(self):
+        super().setUp()
+        self.pv = self.start_postvault(start=False)
+        self.base = self.pv.config_path.read_text()
+
+    def configure(self, pgp):
+        self.pv.config_path.write_text(self.base + "\n[pgp]\n" + pgp)
+
+    def keys(self, *args, check=True):
+        return self.pv.cli("keys", args[0], "--config", str(self.pv.config_path), *args[1:], check=check)
+
+    def test_hkp_keyserver_on_loopback(self):
+        carol = Gpg(self)
+        fpr = carol.generate("Carol <carol@partner.example>")
+        served = self.tmp / "keys"
+        (served / "hkp").mkdir(parents=True)
+        (served / "hkp" / "carol@partner.example.asc").write_bytes(carol.export(fpr))
+        server = KeyServer(self, served)
+        self.configure(f'lookup = ["local", "wkd", "keyserver"]\nkeyservers = ["hkp://127.0.0.1:{server.port}"]\n'
+                       f'resolve = {{ "openpgpkey.partner.example" = "127.0.0.1:1", "partner.example" = "127.0.0.1:1" }}\n'
+                       'fetch_timeout = "3s"\n')
+        found = json.loads(self.keys("lookup", "Carol@Partner.example", "--json").stdout)
+        self.assertEqual(found["fingerprint"], fpr)
+        self.assertEqual(found["found_by"], "keyserver")
+        self.assertEqual(found["trust"], "unverified")
+        self.assertTrue(any(line.startswith("wkd:") for line in found["tried"]), found["tried"])
+        self.assertIn("search=carol%40partner.example", server.requests().lower())
+        # Cached: the second lookup does not ask the keyserver again.
+        before = server.requests().count("/pks/lookup")
+        self.assertEqual(json.loads(self.keys("lookup", "carol@partner.example", "--json").stdout)["fingerprint"], fpr)
+        self.assertEqual(server.requests().count("/pks/lookup"), before)
+        missing = self.keys("lookup", "nobody@partner.example", check=False)
+        self.assertEqual(missing.returncode, 1)
+        self.assertIn("HTTP 404", missing.stderr)
+
+    def test_wkd_over_https_on_loopback(self):
+        cert, key = self.tmp / "wkd.crt", self.tmp / "wkd.key"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-subj", "/CN=openpgpkey.wkd.example", "-addext",
+                        "subjectAltName=DNS:openpgpkey.wkd.example,DNS:wkd.example", "-days", "2",
+                        "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+        dave = Gpg(self)
+        fpr = dave.generate("dave@wkd.example")
+        served = self.tmp / "wkd-keys"
+        (served / "wkd").mkdir(parents=True)
+        # The WKD hash of "dave": SHA-1 of the lower-cased local part in z-base-32.
+        alphabet = "ybndrfg8ejkmcpqxot1uwisza345h769"
+        bits = "".join(f"{b:08b}" for b in hashlib.sha1(b"dave").digest())
+        digest = "".join(alphabet[int(bits[i:i + 5].ljust(5, "0"), 2)] for i in range(0, len(bits), 5))
+        (served / "wkd" / digest).write_bytes(dave.export(fpr, armor=False))
+        server = KeyServer(self, served, tls=(cert, key))
+        self.configure(f'lookup = ["local", "wkd"]\nca_file = "{cert}"\n'
+                       f'resolve = {{ "openpgpkey.wkd.example" = "127.0.0.1:{server.port}" }}\n')
+        found = json.loads(self.keys("lookup", "Dave@WKD.example", "--json").stdout)
+        self.assertEqual(found["fingerprint"], fpr)
+        self.assertEqual(found["found_by"], "wkd")
+        self.assertIn(f"/.well-known/openpgpkey/wkd.example/hu/{digest}", server.requests())
+        listed = json.loads(self.keys("list", "--json").stdout)
+        self.assertEqual([k["source"] for k in listed], ["wkd"])
+
+    def test_generate_list_export_and_bad_input(self):
+        self.configure('key_algorithm = "ed25519"\n')
+        made = self.keys("generate", "Ops@Corp.Example")
+        fpr = made.stdout.split()[-1]
+        listed = json.loads(self.keys("list", "--json").stdout)
+        self.assertEqual(listed[0]["fingerprint"], fpr)
+        self.assertEqual(listed[0]["addresses"], ["ops@corp.example"])
+        self.assertEqual(listed[0]["source"], "managed")
+        self.assertTrue(listed[0]["secret"])
+        exported = self.keys("export", "ops@corp.example").stdout
+        self.assertIn("BEGIN PGP PUBLIC KEY BLOCK", exported)
+        self.assertNotIn("PRIVATE", exported)
+        home = pathlib.Path(self.pv.directory) / "pgp" / "gnupg"
+        self.assertEqual(os.stat(home).st_mode & 0o777, 0o700)
+        junk = self.tmp / "junk.asc"
+        junk.write_text("not a key\n")
+        bad = self.keys("import", str(junk), check=False)
+        self.assertEqual(bad.returncode, 1)
+        self.assertIn("no usable key", bad.stderr)
+        self.assertEqual(self.keys("lookup", "not-an-address", check=False).returncode, 1)
+
+
+def pgp_mime(headers, armored):
+    """A PGP/MIME (RFC 3156) message around an armored OpenPGP message."""
+    return (headers + 'MIME-Version: 1.0\r\nContent-Type: multipart/encrypted; protocol="application/pgp-encrypted";'
+            ' boundary="b1"\r\n\r\n--b1\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n--b1\r\n'
+            'Content-Type: application/octet-stream\r\n\r\n').encode() + crlf(armored) + b"\r\n--b1--\r\n"
+
+
+def crlf(data):
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+class InboundTest(PostvaultTestCase):
+    """Mail for the local domains encrypted to a managed key: decrypted, its signature checked,
+    the sender's Autocrypt key harvested, handed to the internal server (inbound_relayhost)."""
+
+    def setUp(self):
+        super().setUp()
+        self.inside = self.start_sink("inside")
+        self.pv = self.start_postvault(smtp={"local_domains": ["corp.example"]},
+                                       delivery={"inbound_relayhost": f"127.0.0.1:{self.inside.port}"}, start=False)
+        self.pv.config_path.write_text(self.pv.config_path.read_text() + '[pgp]\nlookup = ["local"]\n')
+        staff = self.pv.cli("keys", "generate", "--config", str(self.pv.config_path), "staff@corp.example")
+        self.staff_fpr = staff.stdout.split()[-1]
+        self.staff_public = self.tmp / "staff.asc"
+        self.staff_public.write_text(self.pv.cli("keys", "export", "--config", str(self.pv.config_path),
+                                                 "staff@corp.example").stdout)
+        self.pv.start()
+        self.entity = ("Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+                       "Vertraulich: Grüße aus Köln\r\n").encode()
+
+    def send(self, data):
+        with smtplib.SMTP("127.0.0.1", self.pv.port, timeout=30) as client:
+            client.sendmail("ext@outside.example", ["staff@corp.example"], data)
+
+    def test_gpg_mail_decrypted_signature_checked_with_the_harvested_autocrypt_key(self):
+        ext = Gpg(self)
+        ext_fpr = ext.generate("ext@outside.example")
+        ext.run("--import", str(self.staff_public))
+        armored = ext.run("--armor", "--trust-model", "always", "--encrypt", "--sign", "-r", "staff@corp.example",
+                          "-u", ext_fpr, input_bytes=self.entity).stdout
+        keydata = __import__("base64").b64encode(ext.export(ext_fpr, armor=False)).decode()
+        folded = "\r\n ".join(keydata[i:i + 70] for i in range(0, len(keydata), 70))
+        headers = ("From: Ext <ext@outside.example>\r\nTo: staff@corp.example\r\nSubject: secret\r\n"
+                   f"X-Postvault-PGP: decrypted; signature good by ceo@corp.example (forged)\r\n"
+                   f"Autocrypt: addr=ext@outside.example; keydata=\r\n {folded}\r\n")
+        self.send(pgp_mime(headers, armored))
+        meta, data = self.inside.wait_for(1)[0]
+        self.assertIn("Vertraulich: Grüße aus Köln".encode(), data)
+        fields = [line for line in data.split(b"\r\n") if line.lower().startswith(b"x-postvault-pgp:")]
+        self.assertEqual(len(fields), 1, fields)  # the forged one is gone
+        self.assertIn(b"decrypted; signature good by ext@outside.example", fields[0])
+        self.assertIn(ext_fpr.encode(), fields[0])
+        listed = json.loads(self.pv.cli("keys", "list", "--config", str(self.pv.config_path), "--json").stdout)
+        self.assertEqual({k["fingerprint"]: k["source"] for k in listed}[ext_fpr], "harvested")
+        record = json.loads(self.pv.archive("show", next(iter(self.pv.archive_list()))).stdout)
+        self.assertTrue(record["pgp"]["decrypted"])
+        self.assertEqual(record["pgp"]["signer"], ext_fpr)
+
+    def test_sq_mail_decrypted_and_undecryptable_mail_delivered_flagged(self):
+        plain = self.tmp / "entity.txt"
+        plain.write_bytes(self.entity)
+        by_sq = subprocess.run(["sq", "encrypt", "--recipient-cert", str(self.staff_public), str(plain)],
+                               capture_output=True, timeout=60, check=True).stdout
+        self.send(pgp_mime("From: ext@outside.example\r\nTo: staff@corp.example\r\nSubject: from sq\r\n", by_sq))
+        other = Gpg(self)
+        other_fpr = other.generate("someone@else.example")
+        foreign = other.run("--armor", "--trust-model", "always", "--encrypt", "-r", other_fpr,
+                            input_bytes=self.entity).stdout
+        undecryptable = pgp_mime("From: ext@outside.example\r\nTo: staff@corp.example\r\nSubject: not for us\r\n",
+                                 foreign)
+        self.send(undecryptable)
+        received = {email.message_from_bytes(d)["Subject"]: d for _, d in self.inside.wait_for(2)}
+        self.assertIn("Vertraulich: Grüße aus Köln".encode(), received["from sq"])
+        self.assertIn(b"X-Postvault-PGP: decrypted; no signature", received["from sq"])
+        flagged = received["not for us"]
+        self.assertIn(b"X-Postvault-PGP: not decrypted", flagged)
+        self.assertIn(crlf(foreign).strip(), flagged)  # the ciphertext as received
