@@ -113,6 +113,30 @@ struct Keyring::Impl {
         return fs::last_write_time(path, ignored);
     }
 
+    // Contexts kept for reuse by encrypt, sign, decrypt and verify: GPGME runs `gpg --version`
+    // for every new context on a home of its own, a second process per message otherwise.
+    std::mutex pool_mutex;
+    std::vector<gpgme::Context> idle[2];  // [armor]
+
+    Result<gpgme::Context> acquire(bool armor) {
+        {
+            std::lock_guard lock(pool_mutex);
+            if (!idle[armor].empty()) {
+                gpgme::Context context = std::move(idle[armor].back());
+                idle[armor].pop_back();
+                return context;
+            }
+        }
+        return context(armor);
+    }
+
+    // Back to the pool after a successful operation (a context after an error is dropped).
+    void release(bool armor, gpgme::Context context) {
+        gpgme_signers_clear(context.get());
+        std::lock_guard lock(pool_mutex);
+        if (idle[armor].size() < 16) idle[armor].push_back(std::move(context));
+    }
+
     Result<gpgme::Context> context(bool armor) {
         auto made = gpgme::make_context(home, kEngine);
         if (!made) return made.error();
@@ -473,7 +497,7 @@ Status add_signer(gpgme_ctx_t ctx, const std::string& signer) {
 
 Result<std::string> Keyring::encrypt(std::string_view plaintext, const std::vector<std::string>& fingerprints,
                                      const std::string& signer) {
-    auto ctx = impl_->context(true);
+    auto ctx = impl_->acquire(true);
     if (!ctx) return ctx.error();
     std::string recipients;
     for (const auto& fpr : fingerprints) recipients += fpr + "\n";
@@ -498,11 +522,12 @@ Result<std::string> Keyring::encrypt(std::string_view plaintext, const std::vect
                        gpgme::error_text(invalid->reason);
         return Error::temporary(kEngine, "encryption failed: " + why);
     }
+    impl_->release(true, std::move(*ctx));
     return gpgme::take_bytes(std::move(*out));
 }
 
 Result<std::string> Keyring::sign_detached(std::string_view data, const std::string& signer, std::string& micalg) {
-    auto ctx = impl_->context(true);
+    auto ctx = impl_->acquire(true);
     if (!ctx) return ctx.error();
     if (auto added = add_signer(ctx->get(), signer); !added) return added.error();
     auto in = gpgme::data_from(data, kEngine);
@@ -515,6 +540,7 @@ Result<std::string> Keyring::sign_detached(std::string_view data, const std::str
     micalg = "pgp-sha256";
     if (result != nullptr && result->signatures != nullptr)
         if (const char* name = gpgme_hash_algo_name(result->signatures->hash_algo)) micalg = "pgp-" + lowercase(name);
+    impl_->release(true, std::move(*ctx));
     return gpgme::take_bytes(std::move(*out));
 }
 
@@ -548,7 +574,7 @@ void read_signature(gpgme_verify_result_t result, const std::vector<KeyInfo>& ke
 }  // namespace
 
 Result<Decrypted> Keyring::decrypt(std::string_view ciphertext) {
-    auto ctx = impl_->context(false);
+    auto ctx = impl_->acquire(false);
     if (!ctx) return ctx.error();
     auto in = gpgme::data_from(ciphertext, kEngine);
     if (!in) return in.error();
@@ -564,11 +590,12 @@ Result<Decrypted> Keyring::decrypt(std::string_view ciphertext) {
     read_signature(gpgme_op_verify_result(ctx->get()), keys ? *keys : std::vector<KeyInfo>{}, decrypted.signed_,
                    decrypted.signature_valid, decrypted.signer, decrypted.signer_address, decrypted.signature_summary);
     decrypted.plaintext = gpgme::take_bytes(std::move(*out));
+    impl_->release(false, std::move(*ctx));
     return decrypted;
 }
 
 Result<Verified> Keyring::verify_detached(std::string_view data, std::string_view signature) {
-    auto ctx = impl_->context(false);
+    auto ctx = impl_->acquire(false);
     if (!ctx) return ctx.error();
     auto sig = gpgme::data_from(signature, kEngine);
     if (!sig) return sig.error();
@@ -582,6 +609,7 @@ Result<Verified> Keyring::verify_detached(std::string_view data, std::string_vie
     read_signature(gpgme_op_verify_result(ctx->get()), keys ? *keys : std::vector<KeyInfo>{}, present, verified.valid,
                    verified.signer, verified.signer_address, verified.summary);
     if (!present) verified.summary = "no signature";
+    impl_->release(false, std::move(*ctx));
     return verified;
 }
 

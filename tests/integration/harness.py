@@ -196,6 +196,10 @@ class Postvault:
                 self.process.wait()
         if self.process:
             self.log.close()
+        # A gpg-agent started for the gateway's keyring (keys generate, signing) goes too.
+        home = self.directory / "pgp" / "gnupg"
+        if home.exists():
+            subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True, timeout=30)
         return self.process.returncode if self.process else None
 
     def kill(self):
