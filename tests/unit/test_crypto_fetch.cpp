@@ -28,6 +28,7 @@
 #include "common/asio.h"
 #include "gateway/crypto/fetch.h"
 #include "tests/unit/temp_dir.h"
+#include "tests/unit/tool_process.h"
 
 extern char** environ;
 
@@ -43,10 +44,7 @@ constexpr const char* kJoeHash = "iy9q119eutrkn8s1mk4r39qejnbu3n5q";
 constexpr const char* kArmoredKey =
     "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmDMEZQAAABYJKwYBBAHaRw8BAQdA\n=abcd\n-----END PGP PUBLIC KEY BLOCK-----\n";
 
-fs::path source_dir() {
-    if (const char* dir = std::getenv("POSTVAULT_SOURCE_DIR")) return dir;
-    return fs::path(__FILE__).parent_path().parent_path().parent_path();
-}
+using test_support::source_dir;
 
 void write_file(const fs::path& path, const std::string& bytes) {
     fs::create_directories(path.parent_path());
@@ -61,60 +59,11 @@ std::vector<std::string> read_lines(const fs::path& path) {
     return lines;
 }
 
-// keyserver.py as a child process: "READY <port>" read from its stdout,
-// SIGTERM and waitpid() at the end.
-class KeyServer {
+// keyserver.py as a child process (tests/unit/tool_process.h).
+class KeyServer : public test_support::ToolProcess {
 public:
-    KeyServer(const fs::path& dir, std::vector<std::string> extra) {
-        std::vector<std::string> args = {"/usr/bin/python3", (source_dir() / "tests/tools/keyserver.py").string(),
-                                         "--listen", "127.0.0.1:0", "--dir", dir.string()};
-        args.insert(args.end(), extra.begin(), extra.end());
-        std::vector<char*> argv;
-        for (auto& arg : args) argv.push_back(arg.data());
-        argv.push_back(nullptr);
-
-        int pipe_fds[2];
-        if (pipe(pipe_fds) != 0) return;
-        posix_spawn_file_actions_t actions;
-        posix_spawn_file_actions_init(&actions);
-        posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], STDOUT_FILENO);
-        posix_spawn_file_actions_addclose(&actions, pipe_fds[0]);
-        const int rc = posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
-        posix_spawn_file_actions_destroy(&actions);
-        close(pipe_fds[1]);
-        if (rc != 0) {
-            pid_ = -1;
-            close(pipe_fds[0]);
-            return;
-        }
-        std::string line;
-        const auto deadline = Clock::now() + 15s;
-        fcntl(pipe_fds[0], F_SETFL, O_NONBLOCK);
-        while (Clock::now() < deadline && line.find('\n') == std::string::npos) {
-            char c;
-            const ssize_t n = read(pipe_fds[0], &c, 1);
-            if (n == 1) line += c;
-            else if (n == 0) break;
-            else std::this_thread::sleep_for(20ms);
-        }
-        close(pipe_fds[0]);
-        if (line.rfind("READY ", 0) == 0) port_ = std::stoi(line.substr(6));
-    }
-    ~KeyServer() {
-        if (pid_ > 0) {
-            kill(pid_, SIGTERM);
-            int status = 0;
-            waitpid(pid_, &status, 0);
-        }
-    }
-    KeyServer(const KeyServer&) = delete;
-    KeyServer& operator=(const KeyServer&) = delete;
-    int port() const { return port_; }
-    std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
-
-private:
-    pid_t pid_ = -1;
-    int port_ = 0;
+    KeyServer(const fs::path& dir, std::vector<std::string> extra)
+        : ToolProcess("keyserver.py", dir, std::move(extra)) {}
 };
 
 // A self-signed certificate (its own CA) for the DNS names given.
@@ -134,7 +83,7 @@ std::string binary_key() {
 }
 
 void expect_error(const Result<FetchResult>& result, const std::string& code, bool temporary) {
-    ASSERT_FALSE(result.ok()) << "status " << result->status;
+    ASSERT_FALSE(result.ok()) << "status " << result->status << ", " << result->body.size() << " bytes";
     EXPECT_EQ(result.error().code, code) << result.error().message;
     EXPECT_EQ(result.error().is_temporary(), temporary) << result.error().message;
 }

@@ -23,6 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/unit/temp_dir.h"
+#include "tests/unit/tool_process.h"
 #include "gateway/delivery/engine.h"
 
 extern char** environ;
@@ -33,65 +34,15 @@ namespace {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-fs::path source_dir() {
-    if (const char* dir = std::getenv("POSTVAULT_SOURCE_DIR")) return dir;
-    return fs::path(__FILE__).parent_path().parent_path().parent_path();
-}
+using test_support::source_dir;
 
 using test_support::TempDir;
 
-// capture_sink.py as a child process: started with the arguments given,
-// "READY <port>" read from its stdout, SIGTERM and waitpid() at the end.
-class CaptureSink {
+// capture_sink.py as a child process (tests/unit/tool_process.h).
+class CaptureSink : public test_support::ToolProcess {
 public:
-    CaptureSink(const fs::path& out_dir, std::vector<std::string> extra) {
-        std::vector<std::string> args = {"/usr/bin/python3", (source_dir() / "tests/tools/capture_sink.py").string(),
-                                         "--listen", "127.0.0.1:0", "--dir", out_dir.string()};
-        args.insert(args.end(), extra.begin(), extra.end());
-        std::vector<char*> argv;
-        for (auto& arg : args) argv.push_back(arg.data());
-        argv.push_back(nullptr);
-
-        int pipe_fds[2];
-        if (pipe(pipe_fds) != 0) return;
-        posix_spawn_file_actions_t actions;
-        posix_spawn_file_actions_init(&actions);
-        posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], STDOUT_FILENO);
-        posix_spawn_file_actions_addclose(&actions, pipe_fds[0]);
-        const int rc = posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
-        posix_spawn_file_actions_destroy(&actions);
-        close(pipe_fds[1]);
-        if (rc != 0) {
-            pid_ = -1;
-            close(pipe_fds[0]);
-            return;
-        }
-        // Read "READY <port>\n", at most 15 s.
-        std::string line;
-        const auto deadline = std::chrono::steady_clock::now() + 15s;
-        fcntl(pipe_fds[0], F_SETFL, O_NONBLOCK);
-        while (std::chrono::steady_clock::now() < deadline && line.find('\n') == std::string::npos) {
-            char c;
-            const ssize_t n = read(pipe_fds[0], &c, 1);
-            if (n == 1) line += c;
-            else if (n == 0) break;
-            else std::this_thread::sleep_for(20ms);
-        }
-        close(pipe_fds[0]);
-        if (line.rfind("READY ", 0) == 0) port_ = static_cast<std::uint16_t>(std::stoi(line.substr(6)));
-    }
-    ~CaptureSink() {
-        if (pid_ > 0) {
-            kill(pid_, SIGTERM);
-            int status = 0;
-            waitpid(pid_, &status, 0);
-        }
-    }
-    std::uint16_t port() const { return port_; }
-
-private:
-    pid_t pid_ = -1;
-    std::uint16_t port_ = 0;
+    CaptureSink(const fs::path& out_dir, std::vector<std::string> extra)
+        : ToolProcess("capture_sink.py", out_dir, std::move(extra)) {}
 };
 
 struct Captured {
