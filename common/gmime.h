@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 
 namespace postvault {
 
@@ -46,6 +47,24 @@ inline std::string take_string(GCharPtr text) { return text ? std::string(text.g
 inline void ensure_gmime() {
     static std::once_flag once;
     std::call_once(once, [] { g_mime_init(); });
+}
+
+// A message parsed from `bytes` (copied into GMime's stream); null when GMime finds none.
+inline GObjectPtr<GMimeMessage> parse_message(std::string_view bytes) {
+    ensure_gmime();
+    GObjectPtr<GMimeStream> stream(g_mime_stream_mem_new_with_buffer(bytes.data(), bytes.size()));
+    GObjectPtr<GMimeParser> parser(g_mime_parser_new_with_stream(stream.get()));
+    return GObjectPtr<GMimeMessage>(g_mime_parser_construct_message(parser.get(), nullptr));
+}
+
+// The decoded content of a leaf part (transfer encoding removed); "" when it has none.
+inline std::string part_content(GMimePart* part) {
+    GMimeDataWrapper* wrapper = part != nullptr ? g_mime_part_get_content(part) : nullptr;
+    if (wrapper == nullptr) return {};
+    GObjectPtr<GMimeStream> out(g_mime_stream_mem_new());
+    g_mime_data_wrapper_write_to_stream(wrapper, out.get());
+    GByteArray* bytes = g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(out.get()));
+    return bytes != nullptr ? std::string(reinterpret_cast<const char*>(bytes->data), bytes->len) : std::string();
 }
 
 }  // namespace postvault

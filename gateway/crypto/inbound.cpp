@@ -100,13 +100,8 @@ void attached_keys(GMimeObject* object, std::vector<std::string>& keys) {
     if (!GMIME_IS_PART(object)) return;
     GMimeContentType* type = g_mime_object_get_content_type(object);
     if (!g_mime_content_type_is_type(type, "application", "pgp-keys")) return;
-    GMimeDataWrapper* content = g_mime_part_get_content(GMIME_PART(object));
-    if (content == nullptr) return;
-    GObjectPtr<GMimeStream> stream(g_mime_stream_mem_new());
-    g_mime_data_wrapper_write_to_stream(content, stream.get());
-    GByteArray* bytes = g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(stream.get()));
-    if (bytes != nullptr && bytes->len > 0 && bytes->len < (1u << 20))
-        keys.emplace_back(reinterpret_cast<const char*>(bytes->data), bytes->len);
+    std::string key = part_content(GMIME_PART(object));
+    if (!key.empty() && key.size() < (1u << 20)) keys.push_back(std::move(key));
 }
 
 // Imports the sender's Autocrypt key and attached keys as "harvested"; returns their fingerprints.
@@ -118,10 +113,7 @@ std::vector<std::string> harvest(Keyring& keyring, std::string_view message, con
         if (bare_address(attributes["addr"]) != from || from.empty()) continue;  // only the sender's own
         if (auto decoded = decode_base64(attributes["keydata"])) keys.push_back(std::move(*decoded));
     }
-    ensure_gmime();
-    GObjectPtr<GMimeStream> stream(g_mime_stream_mem_new_with_buffer(message.data(), message.size()));
-    GObjectPtr<GMimeParser> parser(g_mime_parser_new_with_stream(stream.get()));
-    GObjectPtr<GMimeMessage> parsed(g_mime_parser_construct_message(parser.get(), nullptr));
+    GObjectPtr<GMimeMessage> parsed = parse_message(message);
     if (parsed && g_mime_message_get_mime_part(parsed.get()) != nullptr)
         attached_keys(g_mime_message_get_mime_part(parsed.get()), keys);
 

@@ -192,10 +192,7 @@ Result<Dsn> finish_system_message(GMimeMessage* message, const std::string& to, 
 
 // The unfolded, decoded value of header `name` in the header block, or "".
 std::string decoded_header(std::string_view message, const char* name) {
-    const std::string_view headers = header_block(message);
-    GObjectPtr<GMimeStream> stream(g_mime_stream_mem_new_with_buffer(headers.data(), headers.size()));
-    GObjectPtr<GMimeParser> parser(g_mime_parser_new_with_stream(stream.get()));
-    GObjectPtr<GMimeMessage> parsed(g_mime_parser_construct_message(parser.get(), nullptr));
+    GObjectPtr<GMimeMessage> parsed = parse_message(header_block(message));
     if (!parsed) return {};
     const char* value = g_mime_object_get_header(GMIME_OBJECT(parsed.get()), name);
     if (value == nullptr) return {};

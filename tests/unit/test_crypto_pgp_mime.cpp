@@ -104,21 +104,8 @@ GObjectPtr<GMimeObject> parse_entity(const std::string& bytes) {
     return GObjectPtr<GMimeObject>(g_mime_parser_construct_part(parser.get(), nullptr));
 }
 
-GObjectPtr<GMimeMessage> parse_message(const std::string& bytes) {
-    ensure_gmime();
-    GObjectPtr<GMimeStream> stream(g_mime_stream_mem_new_with_buffer(bytes.data(), bytes.size()));
-    GObjectPtr<GMimeParser> parser(g_mime_parser_new_with_stream(stream.get()));
-    return GObjectPtr<GMimeMessage>(g_mime_parser_construct_message(parser.get(), nullptr));
-}
 
-// The decoded content of a leaf.
-std::string content_of(GMimeObject* object) {
-    GMimeDataWrapper* wrapper = g_mime_part_get_content(GMIME_PART(object));
-    GObjectPtr<GMimeStream> out(g_mime_stream_mem_new());
-    g_mime_data_wrapper_write_to_stream(wrapper, out.get());
-    GByteArray* bytes = g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(out.get()));
-    return std::string(reinterpret_cast<const char*>(bytes->data), bytes->len);
-}
+std::string content_of(GMimeObject* object) { return part_content(GMIME_PART(object)); }
 
 std::string mime_type_of(GMimeObject* object) {
     return take_string(GCharPtr(g_mime_content_type_get_mime_type(g_mime_object_get_content_type(object))));
