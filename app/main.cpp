@@ -83,7 +83,7 @@ void print_message(const nlohmann::json& message, bool detailed) {
                 for (const auto& m : p["encrypt"]) std::cout << m.get<std::string>() << ",";
                 std::cout << p["fallback"].get<std::string>();
             }
-            for (const char* flag : {"sign", "require_tls", "quarantine", "notify"})
+            for (const char* flag : {"sign", "require_tls", "verified_key", "quarantine", "notify"})
                 if (p[flag].get<bool>()) std::cout << " " << flag;
             std::cout << "\n";
         }

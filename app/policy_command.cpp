@@ -64,6 +64,7 @@ int run_policy_explain(const PolicyCommand& command) {
         }
         if (a.sign) add("sign");
         if (a.require_tls) add("require TLS");
+        if (a.verified_key) add("verified key only");
         if (a.notify) add("notify the sender");
         for (const auto& tag : a.tags) add("tag " + tag);
         std::cout << "  rules: ";

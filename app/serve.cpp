@@ -130,6 +130,7 @@ std::vector<queue::Handling> handling_of(const policy::Verdict& verdict) {
         h.fallback = a.fallback;
         h.sign = a.sign;
         h.require_tls = a.require_tls;
+        h.verified_key = a.verified_key;
         h.quarantine = a.quarantine;
         h.notify = a.notify;
         if (!a.encrypt_rule.empty()) h.rule = a.encrypt_rule;

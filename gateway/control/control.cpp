@@ -32,7 +32,8 @@ nlohmann::json to_json(const queue::QueuedMessage& message) {
         nlohmann::json policy = nullptr;
         if (h != queue::Handling{})
             policy = {{"encrypt", h.encrypt}, {"fallback", h.fallback},     {"sign", h.sign},
-                      {"require_tls", h.require_tls}, {"quarantine", h.quarantine}, {"notify", h.notify},
+                      {"require_tls", h.require_tls}, {"verified_key", h.verified_key},
+                      {"quarantine", h.quarantine}, {"notify", h.notify},
                       {"rule", h.rule}};
         recipients.push_back({
             {"index", recipient.index},

@@ -321,7 +321,7 @@ std::vector<KeyInfo> Keyring::list() {
     return *keys;
 }
 
-Result<LookupResult> Keyring::lookup(const std::string& raw_address) {
+Result<LookupResult> Keyring::lookup(const std::string& raw_address, bool verified_only) {
     const std::string address = address_of(raw_address);
     if (address.empty()) return Error::permanent("pgp.bad_address", "'" + raw_address + "' is not an address");
     const std::int64_t now = unix_now();
@@ -342,6 +342,10 @@ Result<LookupResult> Keyring::lookup(const std::string& raw_address) {
     }
     LookupResult result;
     for (const auto& step : impl_->config.lookup) {
+        if (verified_only && step != "local") {
+            result.tried.push_back(step + ": skipped (the policy asks for a verified key)");
+            continue;
+        }
         auto keys = impl_->snapshot();
         if (!keys) return keys.error();
         if (auto found = impl_->select(*keys, address, step, now)) {
@@ -392,7 +396,7 @@ Result<LookupResult> Keyring::lookup(const std::string& raw_address) {
     }
     std::string tried;
     for (const auto& line : result.tried) tried += (tried.empty() ? "" : "; ") + line;
-    {
+    if (!verified_only) {  // a verified-only miss says nothing about the other sources
         std::lock_guard lock(impl_->mutex);
         impl_->no_key_until[address] = now + impl_->config.failure_ttl.count();
     }

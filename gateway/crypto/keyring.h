@@ -89,7 +89,8 @@ public:
     // Armored or binary, one or many keys, public or secret. Returns the keys imported or updated.
     Result<std::vector<KeyInfo>> import(std::string_view key_data, const std::string& source = "imported");
     std::vector<KeyInfo> list();
-    Result<LookupResult> lookup(const std::string& address);
+    // `verified_only`: only the "local" step (keys imported or generated here) counts.
+    Result<LookupResult> lookup(const std::string& address, bool verified_only = false);
     // A managed key for `address` (pgp.key_algorithm), without passphrase; its secret stays here.
     Result<KeyInfo> generate(const std::string& address);
     // The public key of a fingerprint or address (local keys only), armored or binary.

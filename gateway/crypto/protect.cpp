@@ -52,7 +52,7 @@ Result<Protected> protect(Keyring& keyring, const PgpConfig& config, const Envel
                 reasons += (reasons.empty() ? "" : "; ") + method + ": not available on this server";
                 continue;
             }
-            auto key = keyring.lookup(recipient);
+            auto key = keyring.lookup(recipient, handling.verified_key);
             if (!key) {
                 if (key.error().is_temporary()) return key.error();
                 reasons += (reasons.empty() ? "" : "; ") + std::string("pgp: ") + key.error().message;

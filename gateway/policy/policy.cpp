@@ -522,6 +522,7 @@ private:
                 rule.sets_encrypt = true;
             } else if (k == "sign") flag(value, k, rule.then.sign);
             else if (k == "require_tls") flag(value, k, rule.then.require_tls);
+            else if (k == "verified_key") flag(value, k, rule.then.verified_key);
             else if (k == "quarantine") flag(value, k, rule.then.quarantine);
             else if (k == "notify") flag(value, k, rule.then.notify);
             else if (k == "stop") flag(value, k, rule.stop);
@@ -534,7 +535,7 @@ private:
                     rule.then.reject = *text;
             } else {
                 problem(key.source(), "unknown action '" + k + "' in " + what +
-                                          " (encrypt, sign, require_tls, quarantine, reject, tag, notify, stop)");
+                                          " (encrypt, sign, require_tls, verified_key, quarantine, reject, tag, notify, stop)");
             }
         }
     }
@@ -956,6 +957,7 @@ Verdict Policy::evaluate(const Envelope& envelope, std::string_view message) con
             }
             a.sign = a.sign || rule.then.sign;
             a.require_tls = a.require_tls || rule.then.require_tls;
+            a.verified_key = a.verified_key || rule.then.verified_key;
             a.quarantine = a.quarantine || rule.then.quarantine;
             a.notify = a.notify || rule.then.notify;
             if (a.reject.empty()) a.reject = rule.then.reject;
@@ -979,6 +981,7 @@ nlohmann::json to_json(const Verdict& verdict) {
                                   {"fallback", d.actions.fallback.empty() ? nlohmann::json() : nlohmann::json(d.actions.fallback)},
                                   {"sign", d.actions.sign},
                                   {"require_tls", d.actions.require_tls},
+                                  {"verified_key", d.actions.verified_key},
                                   {"quarantine", d.actions.quarantine},
                                   {"notify", d.actions.notify},
                                   {"reject", d.actions.reject.empty() ? nlohmann::json() : nlohmann::json(d.actions.reject)},

@@ -50,6 +50,7 @@ struct Actions {
     std::string fallback;              // plain-tls | hold | bounce; empty when nothing asks to encrypt
     bool sign = false;
     bool require_tls = false;
+    bool verified_key = false;         // encrypt only to keys imported or generated here, not fetched or harvested
     bool quarantine = false;
     bool notify = false;
     std::string reject;                // non-empty: refuse the message (5xx) with this text

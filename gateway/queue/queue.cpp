@@ -276,6 +276,7 @@ std::string encode_recipient(const RecipientStatus& status) {
         const Handling& h = status.handling;
         out["handling"] = {{"encrypt", h.encrypt},       {"fallback", h.fallback},
                            {"sign", h.sign},             {"require_tls", h.require_tls},
+                           {"verified_key", h.verified_key},
                            {"quarantine", h.quarantine}, {"notify", h.notify},
                            {"rule", encode_text(h.rule)}};
     }
@@ -306,6 +307,7 @@ RecipientStatus decode_recipient(std::string_view bytes) {
         handling.fallback = h.at("fallback").get<std::string>();
         handling.sign = h.at("sign").get<bool>();
         handling.require_tls = h.at("require_tls").get<bool>();
+        handling.verified_key = h.value("verified_key", false);
         handling.quarantine = h.at("quarantine").get<bool>();
         handling.notify = h.at("notify").get<bool>();
         handling.rule = decode_text(h.at("rule"));

@@ -54,6 +54,7 @@ struct Handling {
     std::string fallback;              // when no method works: plain-tls | hold | bounce
     bool sign = false;
     bool require_tls = false;          // deliver only over TLS with a verified certificate
+    bool verified_key = false;         // pgp: only keys imported or generated here (not fetched, harvested)
     bool quarantine = false;           // held until an administrator releases it
     bool notify = false;               // tell the sender about holds and fallbacks
     std::string rule;                  // the rule that decided, for replies and logs

@@ -30,6 +30,11 @@ when = { recipient_domain = ["partner.example", "wkd.example"] }
 then = { encrypt = ["pgp", "smime", "bounce"], tag = ["encrypted"] }
 
 [[policy.rules]]
+name = "verified"
+when = { recipient_domain = ["verified.example"] }
+then = { encrypt = ["pgp", "bounce"], verified_key = true }
+
+[[policy.rules]]
 name = "signed"
 when = { recipient_domain = ["signed.example"] }
 then = { sign = true }
@@ -204,6 +209,28 @@ class PgpRelayTest(PostvaultTestCase):
         for meta, data in self.sink.messages():
             self.assertNotIn("eve@partner.example", meta["rcpt_tos"])
             self.assertNotIn("nokey@partner.example", meta["rcpt_tos"])
+
+    def test_a_rule_asking_for_a_verified_key_does_not_use_a_harvested_one(self):
+        vera = Gpg(self)
+        fpr = vera.generate("vera@verified.example")
+        keydata = __import__("base64").b64encode(vera.export(fpr, armor=False)).decode()
+        config = self.config.replace('[pgp]\nlookup = ["local"]', '[pgp]\nlookup = ["local", "harvested"]')
+        self.pv.config_path.write_text(config.replace("[smtp]", '[smtp]\nlocal_domains = ["corp.example"]', 1))
+        self.pv.start()
+        # Vera writes in (all recipients local: inbound), her Autocrypt key is harvested.
+        inbound = ("From: vera@verified.example\r\nTo: staff@corp.example\r\nSubject: hi\r\n"
+                   f"Autocrypt: addr=vera@verified.example; keydata={keydata}\r\n\r\nhello\r\n").encode()
+        with smtplib.SMTP("127.0.0.1", self.pv.port, timeout=30) as client:
+            client.sendmail("vera@verified.example", ["staff@corp.example"], inbound)
+        wait_until(lambda: fpr in self.keys("list").stdout, message="the harvested key")
+        found = json.loads(self.keys("lookup", "vera@verified.example", "--json").stdout)
+        self.assertEqual((found["found_by"], found["trust"]), ("harvested", "unverified"))
+        original, _ = original_message(to="vera@verified.example")
+        self.send(original, ["vera@verified.example"])
+        dsn = wait_until(lambda: [d for m, d in self.sink.messages() if m["rcpt_tos"] == ["alice@corp.example"]],
+                         timeout=30, message="the DSN")[0]
+        self.assertIn(b"harvested: skipped (the policy asks for a verified key)", dsn.replace(b"\r\n\t", b" "))
+        self.assertFalse([m for m, d in self.sink.messages() if "vera@verified.example" in m["rcpt_tos"]])
 
     def test_signed_by_the_organization_key_verified_by_gpg_and_sq(self):
         generated = self.keys("generate", "security@corp.example")
