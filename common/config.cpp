@@ -141,6 +141,25 @@ public:
         };
     }
 
+    // A table of name = "text" (names lower-cased: domains, host names); `shape` names them in
+    // the message, e.g. "domain = \"mode\"".
+    Reader string_map(const std::string& path, const std::string& shape, std::map<std::string, std::string>& out) {
+        return [this, path, shape, &out](const toml::node& node) {
+            const toml::table* table = node.as_table();
+            if (!table) {
+                problem(node.source(), "'" + path + "' must be a table of " + shape);
+                return;
+            }
+            for (auto&& [key, value] : *table) {
+                if (!value.is_string()) {
+                    problem(value.source(), "'" + path + "' values must be strings");
+                    continue;
+                }
+                out[lowercase(std::string(key.str()))] = *value.value<std::string>();
+            }
+        };
+    }
+
     Reader path_list(const std::string& path, std::vector<std::string>& out) {
         return [this, path, &out](const toml::node& node) {
             std::vector<std::string> values;
@@ -410,34 +429,6 @@ Result<Config> parse_config(const std::string& text, const std::string& name) {
             m.users.push_back(user);
         }
     };
-    Reader pgp_resolve = [&](const toml::node& node) {
-        const toml::table* table = node.as_table();
-        if (!table) {
-            reader.problem(node.source(), "'pgp.resolve' must be a table of host = \"ip:port\"");
-            return;
-        }
-        for (auto&& [key, value] : *table) {
-            if (!value.is_string()) {
-                reader.problem(value.source(), "'pgp.resolve' values must be strings");
-                continue;
-            }
-            config.pgp.resolve[lowercase(std::string(key.str()))] = *value.value<std::string>();
-        }
-    };
-    Reader tls_policy = [&](const toml::node& node) {
-        const toml::table* table = node.as_table();
-        if (!table) {
-            reader.problem(node.source(), "'delivery.tls_policy' must be a table of domain = \"mode\"");
-            return;
-        }
-        for (auto&& [key, value] : *table) {
-            if (!value.is_string()) {
-                reader.problem(value.source(), "'delivery.tls_policy' values must be strings");
-                continue;
-            }
-            d.tls_policy[lowercase(std::string(key.str()))] = *value.value<std::string>();
-        }
-    };
 
     std::map<std::string, Reader> top = {
         {"server", reader.table("server", {
@@ -475,7 +466,7 @@ Result<Config> parse_config(const std::string& text, const std::string& name) {
             {"relayhost", reader.string("delivery.relayhost", d.relayhost)},
             {"inbound_relayhost", reader.string("delivery.inbound_relayhost", d.inbound_relayhost)},
             {"tls", reader.string("delivery.tls", d.tls)},
-            {"tls_policy", tls_policy},
+            {"tls_policy", reader.string_map("delivery.tls_policy", "domain = \"mode\"", d.tls_policy)},
             {"ca_file", reader.path_value("delivery.ca_file", d.ca_file)},
             {"helo_name", reader.string("delivery.helo_name", d.helo_name)},
             {"max_queue_time", reader.duration("delivery.max_queue_time", d.max_queue_time)},
@@ -527,7 +518,7 @@ Result<Config> parse_config(const std::string& text, const std::string& name) {
             {"failure_ttl", reader.duration("pgp.failure_ttl", config.pgp.failure_ttl)},
             {"fetch_timeout", reader.duration("pgp.fetch_timeout", config.pgp.fetch_timeout)},
             {"ca_file", reader.path_value("pgp.ca_file", config.pgp.ca_file)},
-            {"resolve", pgp_resolve},
+            {"resolve", reader.string_map("pgp.resolve", "host = \"ip:port\"", config.pgp.resolve)},
         })},
         {"api", reader.table("api", {
             {"listen", reader.string("api.listen", w.listen)},

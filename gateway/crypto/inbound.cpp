@@ -113,7 +113,10 @@ std::vector<std::string> harvest(Keyring& keyring, std::string_view message, con
         if (bare_address(attributes["addr"]) != from || from.empty()) continue;  // only the sender's own
         if (auto decoded = decode_base64(attributes["keydata"])) keys.push_back(std::move(*decoded));
     }
-    GObjectPtr<GMimeMessage> parsed = parse_message(message);
+    // Every inbound message passes here: parse only when a key part can be in it.
+    GObjectPtr<GMimeMessage> parsed;
+    if (lowercase(std::string(message)).find("application/pgp-keys") != std::string::npos)
+        parsed = parse_message(message);
     if (parsed && g_mime_message_get_mime_part(parsed.get()) != nullptr)
         attached_keys(g_mime_message_get_mime_part(parsed.get()), keys);
 
