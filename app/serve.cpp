@@ -12,6 +12,7 @@
 // finish, deliveries in flight are recorded. SIGHUP reloads the configuration
 // file; an invalid file is reported and the running configuration stays.
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <filesystem>
@@ -47,6 +48,13 @@ namespace {
 constexpr auto smtp_drain_grace = std::chrono::seconds(30);
 constexpr auto delivery_drain_grace = std::chrono::seconds(30);
 constexpr std::size_t worker_threads = 4;
+
+// The path of another program of postvault's in this program's directory.
+std::string sibling_program(const std::string& name) {
+    std::error_code error;
+    const auto self = std::filesystem::read_symlink("/proc/self/exe", error);
+    return (error ? std::filesystem::path(name) : self.parent_path() / name).string();
+}
 
 // Queue and archive in parallel; 250 when both have it (see the file comment). The policy's
 // verdict goes into the archive record: the rules that fired, their tags, the decisions.
@@ -247,7 +255,14 @@ int run_serve(const std::string& config_path) {
 
     delivery::Engine engine(io, **queue, config);
     // The gateway's OpenPGP keyring: what the policy's "pgp" and "sign" need at delivery.
-    auto opened_keyring = crypto::Keyring::open(config->pgp);
+    // Its gpg runs are forked from postvault-pgp workers next to this program, one per delivery
+    // worker thread (gateway/crypto/gpg_engine.h): forking this process costs far more.
+    std::string pgp_worker = sibling_program("postvault-pgp");
+    if (::access(pgp_worker.c_str(), X_OK) != 0) {
+        spdlog::warn("pgp: {} is missing; gpg runs from the server process (slower)", pgp_worker);
+        pgp_worker.clear();
+    }
+    auto opened_keyring = crypto::Keyring::open(config->pgp, pgp_worker, worker_threads);
     if (!opened_keyring) {
         std::cerr << opened_keyring.error().message << "\n";
         return 1;

@@ -16,6 +16,7 @@
 #include "common/gpgme_handle.h"
 #include "common/mail.h"
 #include "gateway/crypto/fetch.h"
+#include "gateway/crypto/gpg_engine.h"
 
 namespace postvault::crypto {
 
@@ -113,29 +114,7 @@ struct Keyring::Impl {
         return fs::last_write_time(path, ignored);
     }
 
-    // Contexts kept for reuse by encrypt, sign, decrypt and verify: GPGME runs `gpg --version`
-    // for every new context on a home of its own, a second process per message otherwise.
-    std::mutex pool_mutex;
-    std::vector<gpgme::Context> idle[2];  // [armor]
-
-    Result<gpgme::Context> acquire(bool armor) {
-        {
-            std::lock_guard lock(pool_mutex);
-            if (!idle[armor].empty()) {
-                gpgme::Context context = std::move(idle[armor].back());
-                idle[armor].pop_back();
-                return context;
-            }
-        }
-        return context(armor);
-    }
-
-    // Back to the pool after a successful operation (a context after an error is dropped).
-    void release(bool armor, gpgme::Context context) {
-        gpgme_signers_clear(context.get());
-        std::lock_guard lock(pool_mutex);
-        if (idle[armor].size() < 16) idle[armor].push_back(std::move(context));
-    }
+    std::unique_ptr<GpgEngine> engine;       // encrypt, sign, decrypt, verify
 
     Result<gpgme::Context> context(bool armor) {
         auto made = gpgme::make_context(home, kEngine);
@@ -258,7 +237,8 @@ struct Keyring::Impl {
 Keyring::Keyring() : impl_(std::make_unique<Impl>()) {}
 Keyring::~Keyring() = default;
 
-Result<std::unique_ptr<Keyring>> Keyring::open(const PgpConfig& config) {
+Result<std::unique_ptr<Keyring>> Keyring::open(const PgpConfig& config, const std::string& worker_program,
+                                               unsigned worker_processes) {
     if (!gpgme::ensure_gpgme()) return Error::permanent(kEngine, "GPGME finds no usable gpg (OpenPGP engine)");
     std::unique_ptr<Keyring> keyring(new Keyring());
     Impl& impl = *keyring->impl_;
@@ -272,6 +252,15 @@ Result<std::unique_ptr<Keyring>> Keyring::open(const PgpConfig& config) {
     ::chmod(impl.home.c_str(), 0700);
     if (auto loaded = impl.load_records_locked(); !loaded) return loaded.error();
     impl.seen_records = Impl::modified(impl.records_path);
+    if (worker_program.empty()) {
+        impl.engine = local_gpg_engine(impl.home);
+    } else {
+        WorkerOptions options;
+        options.program = worker_program;
+        options.home = impl.home;
+        options.processes = worker_processes;
+        impl.engine = worker_gpg_engine(options);
+    }
     return keyring;
 }
 
@@ -484,90 +473,27 @@ std::optional<std::string> Keyring::managed_signer(const std::string& raw_addres
     return std::nullopt;
 }
 
-namespace {
-
-Status add_signer(gpgme_ctx_t ctx, const std::string& signer) {
-    gpgme_key_t raw = nullptr;
-    if (gpgme_error_t error = gpgme_get_key(ctx, signer.c_str(), &raw, 1); error != 0)
-        return Error::temporary("pgp.signing_key", "4.7.0 signing key " + signer + ": " + gpgme::error_text(error));
-    gpgme::Key key(raw);
-    gpgme_signers_clear(ctx);
-    if (gpgme_error_t error = gpgme_signers_add(ctx, raw); error != 0)
-        return Error::temporary("pgp.signing_key", "4.7.0 signing key " + signer + ": " + gpgme::error_text(error));
-    return Status::success();
-}
-
-}  // namespace
-
 Result<std::string> Keyring::encrypt(std::string_view plaintext, const std::vector<std::string>& fingerprints,
                                      const std::string& signer) {
-    auto ctx = impl_->acquire(true);
-    if (!ctx) return ctx.error();
-    std::string recipients;
-    for (const auto& fpr : fingerprints) recipients += fpr + "\n";
-    for (const auto& fpr : impl_->config.additional_decryption_keys) recipients += fpr + "\n";
-    auto in = gpgme::data_from(plaintext, kEngine);
-    if (!in) return in.error();
-    auto out = gpgme::empty_data(kEngine);
-    if (!out) return out.error();
-    const auto flags = static_cast<gpgme_encrypt_flags_t>(GPGME_ENCRYPT_ALWAYS_TRUST);
-    gpgme_error_t error = 0;
-    if (signer.empty()) {
-        error = gpgme_op_encrypt_ext(ctx->get(), nullptr, recipients.c_str(), flags, in->get(), out->get());
-    } else {
-        if (auto added = add_signer(ctx->get(), signer); !added) return added.error();
-        error = gpgme_op_encrypt_sign_ext(ctx->get(), nullptr, recipients.c_str(), flags, in->get(), out->get());
-    }
-    if (error != 0) {
-        std::string why = gpgme::error_text(error);
-        if (gpgme_encrypt_result_t result = gpgme_op_encrypt_result(ctx->get()))
-            for (auto invalid = result->invalid_recipients; invalid != nullptr; invalid = invalid->next)
-                why += std::string("; unusable key ") + (invalid->fpr ? invalid->fpr : "?") + ": " +
-                       gpgme::error_text(invalid->reason);
-        return Error::temporary(kEngine, "encryption failed: " + why);
-    }
-    impl_->release(true, std::move(*ctx));
-    return gpgme::take_bytes(std::move(*out));
+    std::vector<std::string> recipients = fingerprints;
+    recipients.insert(recipients.end(), impl_->config.additional_decryption_keys.begin(),
+                      impl_->config.additional_decryption_keys.end());
+    return impl_->engine->encrypt(plaintext, recipients, signer);
 }
 
 Result<std::string> Keyring::sign_detached(std::string_view data, const std::string& signer, std::string& micalg) {
-    auto ctx = impl_->acquire(true);
-    if (!ctx) return ctx.error();
-    if (auto added = add_signer(ctx->get(), signer); !added) return added.error();
-    auto in = gpgme::data_from(data, kEngine);
-    if (!in) return in.error();
-    auto out = gpgme::empty_data(kEngine);
-    if (!out) return out.error();
-    if (gpgme_error_t error = gpgme_op_sign(ctx->get(), in->get(), out->get(), GPGME_SIG_MODE_DETACH); error != 0)
-        return Error::temporary(kEngine, "signing failed: " + gpgme::error_text(error));
-    gpgme_sign_result_t result = gpgme_op_sign_result(ctx->get());
-    micalg = "pgp-sha256";
-    if (result != nullptr && result->signatures != nullptr)
-        if (const char* name = gpgme_hash_algo_name(result->signatures->hash_algo)) micalg = "pgp-" + lowercase(name);
-    impl_->release(true, std::move(*ctx));
-    return gpgme::take_bytes(std::move(*out));
+    auto made = impl_->engine->sign_detached(data, signer);
+    if (!made) return made.error();
+    micalg = made->micalg;
+    return std::move(made->signature);
 }
 
 namespace {
 
-// Fills signer, validity and summary from a verify result.
-void read_signature(gpgme_verify_result_t result, const std::vector<KeyInfo>& keys, bool& present, bool& valid,
-                    std::string& signer, std::string& signer_address, std::string& summary) {
-    present = result != nullptr && result->signatures != nullptr;
-    if (!present) return;
-    gpgme_signature_t sig = result->signatures;
-    signer = sig->fpr != nullptr ? sig->fpr : "";
-    const gpg_err_code_t code = gpgme_err_code(sig->status);
-    valid = code == GPG_ERR_NO_ERROR;
-    summary = valid                              ? "good"
-              : code == GPG_ERR_BAD_SIGNATURE    ? "bad"
-              : code == GPG_ERR_NO_PUBKEY        ? "no public key"
-              : code == GPG_ERR_KEY_EXPIRED      ? "expired key"
-              : code == GPG_ERR_SIG_EXPIRED      ? "expired signature"
-              : code == GPG_ERR_CERT_REVOKED     ? "revoked key"
-                                                 : gpgme_strerror(sig->status);
+// A check's signer as the keyring knows it: the signature may name the signing subkey, so any
+// key whose fingerprint ends with it is the signer.
+void name_signer(const std::vector<KeyInfo>& keys, std::string& signer, std::string& signer_address) {
     for (const auto& key : keys) {
-        // The signature may name the signing subkey: match any key whose fingerprint ends with it.
         if (!signer.empty() && (key.fingerprint == signer || key.fingerprint.ends_with(signer))) {
             signer = key.fingerprint;
             if (!key.addresses.empty()) signer_address = key.addresses.front();
@@ -578,42 +504,33 @@ void read_signature(gpgme_verify_result_t result, const std::vector<KeyInfo>& ke
 }  // namespace
 
 Result<Decrypted> Keyring::decrypt(std::string_view ciphertext) {
-    auto ctx = impl_->acquire(false);
-    if (!ctx) return ctx.error();
-    auto in = gpgme::data_from(ciphertext, kEngine);
-    if (!in) return in.error();
-    auto out = gpgme::empty_data(kEngine);
-    if (!out) return out.error();
-    if (gpgme_error_t error = gpgme_op_decrypt_verify(ctx->get(), in->get(), out->get()); error != 0)
-        return Error::permanent("pgp.decrypt", "cannot decrypt: " + gpgme::error_text(error));
+    auto made = impl_->engine->decrypt(ciphertext);
+    if (!made) return made.error();
     Decrypted decrypted;
-    if (gpgme_decrypt_result_t result = gpgme_op_decrypt_result(ctx->get()))
-        for (auto r = result->recipients; r != nullptr; r = r->next)
-            if (r->keyid != nullptr) decrypted.recipients.push_back(r->keyid);
-    auto keys = impl_->snapshot();
-    read_signature(gpgme_op_verify_result(ctx->get()), keys ? *keys : std::vector<KeyInfo>{}, decrypted.signed_,
-                   decrypted.signature_valid, decrypted.signer, decrypted.signer_address, decrypted.signature_summary);
-    decrypted.plaintext = gpgme::take_bytes(std::move(*out));
-    impl_->release(false, std::move(*ctx));
+    decrypted.plaintext = std::move(made->plaintext);
+    decrypted.recipients = std::move(made->recipients);
+    decrypted.signed_ = made->signature.present;
+    decrypted.signature_valid = made->signature.valid;
+    decrypted.signer = made->signature.signer;
+    decrypted.signature_summary = made->signature.summary;
+    if (decrypted.signed_) {
+        auto keys = impl_->snapshot();
+        if (keys) name_signer(*keys, decrypted.signer, decrypted.signer_address);
+    }
     return decrypted;
 }
 
 Result<Verified> Keyring::verify_detached(std::string_view data, std::string_view signature) {
-    auto ctx = impl_->acquire(false);
-    if (!ctx) return ctx.error();
-    auto sig = gpgme::data_from(signature, kEngine);
-    if (!sig) return sig.error();
-    auto text = gpgme::data_from(data, kEngine);
-    if (!text) return text.error();
-    if (gpgme_error_t error = gpgme_op_verify(ctx->get(), sig->get(), text->get(), nullptr); error != 0)
-        return Error::permanent("pgp.decrypt", "cannot verify: " + gpgme::error_text(error));
+    auto made = impl_->engine->verify_detached(data, signature);
+    if (!made) return made.error();
     Verified verified;
-    bool present = false;
-    auto keys = impl_->snapshot();
-    read_signature(gpgme_op_verify_result(ctx->get()), keys ? *keys : std::vector<KeyInfo>{}, present, verified.valid,
-                   verified.signer, verified.signer_address, verified.summary);
-    if (!present) verified.summary = "no signature";
-    impl_->release(false, std::move(*ctx));
+    verified.valid = made->valid;
+    verified.signer = made->signer;
+    verified.summary = made->summary;
+    if (made->present) {
+        auto keys = impl_->snapshot();
+        if (keys) name_signer(*keys, verified.signer, verified.signer_address);
+    }
     return verified;
 }
 

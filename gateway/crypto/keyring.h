@@ -14,10 +14,11 @@
 // key" is remembered for pgp.failure_ttl. A source that cannot be reached counts as "no key
 // there" (logged; the reason is in LookupResult::tried / the error message).
 //
-// Operations (each runs gpg through GPGME with a context of its own; all methods are thread
-// safe): encrypt to fingerprints (plus the additional decryption keys, always trusted: the
-// lookup decides), optionally signed in the same step; detached signatures; decryption with
-// signature verification; verification of a detached signature.
+// Operations (all methods are thread safe; they run in a GpgEngine, gpg_engine.h: GPGME in this
+// process or, for the server, in `postvault-pgp` worker processes): encrypt to fingerprints (plus
+// the additional decryption keys, always trusted: the lookup decides), optionally signed in the
+// same step; detached signatures; decryption with signature verification; verification of a
+// detached signature.
 //
 // Errors: "pgp.no_key" (permanent: nothing usable for that address), "pgp.engine" (temporary:
 // gpg failed to run), "pgp.import" (permanent: nothing importable), "pgp.decrypt" (permanent:
@@ -82,8 +83,11 @@ struct Verified {
 
 class Keyring {
 public:
-    // Creates the directory and GnuPG home when missing.
-    static Result<std::unique_ptr<Keyring>> open(const PgpConfig& config);
+    // Creates the directory and GnuPG home when missing. With a `worker_program` (the path of
+    // postvault-pgp), encrypt, sign, decrypt and verify run in up to `worker_processes` workers;
+    // without, in this process. Listing, import, generation and export always run here.
+    static Result<std::unique_ptr<Keyring>> open(const PgpConfig& config, const std::string& worker_program = "",
+                                                 unsigned worker_processes = 0);
     ~Keyring();
 
     // Armored or binary, one or many keys, public or secret. Returns the keys imported or updated.

@@ -18,9 +18,14 @@
 
 #include "common/gmime.h"
 #include "gateway/crypto/pgp_mime.h"
+#include "tests/unit/gpg_home.h"
 
 namespace postvault::crypto {
 namespace {
+
+using testing_gpg::read_file;
+using testing_gpg::run;
+using testing_gpg::write_file;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -600,68 +605,7 @@ TEST(CryptoPgpMime, ProtectedHeadersGoIntoTheEntityAndComeBackAfterDecryption) {
 // ---------------------------------------------------------------------------------------------
 // Interop with the real gpg
 
-std::string read_file(const std::filesystem::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-void write_file(const std::filesystem::path& path, std::string_view bytes) {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
-
-int run(const std::string& command) {
-    const int status = std::system(("{ " + command + "; } >/dev/null 2>&1").c_str());
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-class CryptoPgpMimeGpg : public ::testing::Test {
-protected:
-    static void SetUpTestSuite() {
-        if (run("command -v gpg && command -v gpgconf") != 0) return;
-        char pattern[] = "/tmp/pv-XXXXXX";  // short: gpg-agent's socket path must fit
-        if (::mkdtemp(pattern) == nullptr) return;
-        home_ = new std::filesystem::path(pattern);
-        if (run(gpg() + "--pinentry-mode loopback --passphrase '' --quick-gen-key 'Test <t@example.org>' ed25519 sign") != 0)
-            return;
-        if (run(gpg() + "--with-colons --list-keys > " + (*home_ / "keys").string()) != 0) return;
-        std::istringstream lines(read_file(*home_ / "keys"));
-        std::string fingerprint;
-        for (std::string line; std::getline(lines, line);) {
-            if (line.rfind("fpr:", 0) == 0) {
-                fingerprint = line.substr(0, line.find_last_of(':'));
-                fingerprint = fingerprint.substr(fingerprint.find_last_of(':') + 1);
-                break;
-            }
-        }
-        if (fingerprint.empty()) return;
-        if (run(gpg() + "--pinentry-mode loopback --passphrase '' --quick-add-key " + fingerprint + " cv25519 encr") != 0)
-            return;
-        fingerprint_ = new std::string(fingerprint);
-    }
-
-    static void TearDownTestSuite() {
-        if (home_ != nullptr) {
-            run("gpgconf --homedir " + home_->string() + " --kill all");
-            std::error_code ignored;
-            std::filesystem::remove_all(*home_, ignored);
-        }
-        delete home_;
-        delete fingerprint_;
-        home_ = nullptr;
-        fingerprint_ = nullptr;
-    }
-
-    void SetUp() override {
-        if (fingerprint_ == nullptr) GTEST_SKIP() << "gpg is not installed or could not create a key";
-    }
-
-    static std::string gpg() { return "gpg --homedir " + home_->string() + " --batch --yes "; }
-    static std::filesystem::path file(const char* name) { return *home_ / name; }
-
-    static inline std::filesystem::path* home_ = nullptr;
-    static inline std::string* fingerprint_ = nullptr;
-};
+class CryptoPgpMimeGpg : public testing_gpg::GpgHomeTest {};
 
 TEST_F(CryptoPgpMimeGpg, DetachedSignatureOverTheCanonicalEntityVerifiesAfterClassify) {
     auto split = split_message(sample_message());
