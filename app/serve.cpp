@@ -486,6 +486,10 @@ int run_serve(const std::string& config_path) {
         api_context.config = *config;
         api_context.archive = archive;
         api_context.tokens = tokens.get();
+        api_context.wkd_domains = config->smtp.local_domains;
+        api_context.wkd_keys = [keyring](const std::string& domain, const std::string& hash) {
+            return keyring->wkd_keys(domain, hash);
+        };
         api_context.gateway_metrics = [&server, &engine, &accepted_messages]() {
             const auto stats = engine.stats();
             std::string out;

@@ -21,6 +21,7 @@
 #include "archive/chain.h"
 #include "audit-api/exports.h"
 #include "audit-api/holds.h"
+#include "common/mail.h"
 #include "common/utf8.h"
 #include "search/extract.h"
 #include "search/index.h"
@@ -272,6 +273,10 @@ struct ApiService::Impl {
         };
         using V = http::verb;
         add(V::get, "/api/v1/health", 0, 0, &Impl::health);
+        add(V::get, "/.well-known/openpgpkey/hu/{hash}", 0, 0, &Impl::wkd_direct);
+        add(V::get, "/.well-known/openpgpkey/policy", 0, 0, &Impl::wkd_policy_direct);
+        add(V::get, "/.well-known/openpgpkey/{domain}/hu/{hash}", 0, 0, &Impl::wkd_advanced);
+        add(V::get, "/.well-known/openpgpkey/{domain}/policy", 0, 0, &Impl::wkd_policy_advanced);
         add(V::get, "/api/v1/metrics", kAuditors, 0, &Impl::metrics_text);
         add(V::get, "/api/v1/search", kEveryone, 0, &Impl::search_get);
         add(V::post, "/api/v1/search", kEveryone, json_limit, &Impl::search_post);
@@ -400,6 +405,67 @@ struct ApiService::Impl {
     Reply health(Call& call) {
         if (auto ok = check_params(call.target.params, {}); !ok) return error_of(ok.error());
         return json_reply({{"status", "ok"}});
+    }
+
+    // --- the Web Key Directory ------------------------------------------------------------
+    // The direct method names the domain in the Host field, the advanced one in the path.
+    static std::string host_domain(const Call& call) {
+        std::string host(call.request[http::field::host]);
+        if (const auto colon = host.rfind(':'); colon != std::string::npos && host.find(']') == std::string::npos)
+            host.resize(colon);
+        return lowercase(host);
+    }
+
+    bool wkd_serves(const std::string& domain) const {
+        if (!context.wkd_keys) return false;
+        for (const auto& served : context.wkd_domains)
+            if (lowercase(served) == domain) return true;
+        return false;
+    }
+
+    Reply wkd_key(Call& call, const std::string& raw_domain, const std::string& hash) {
+        const std::string domain = lowercase(raw_domain);
+        if (!wkd_serves(domain)) return error_reply(http::status::not_found, "wkd.domain", "no Web Key Directory for this domain");
+        auto keys = context.wkd_keys(domain, hash);
+        if (!keys) {
+            if (keys.error().code == "pgp.no_key") return error_reply(http::status::not_found, "wkd.no_key", keys.error().message);
+            return error_of(keys.error());
+        }
+        spdlog::info("api: wkd: served the key of {} ({}) to {}", hash, domain, call.client.address);
+        Reply reply;
+        reply.content_type = "application/octet-stream";
+        reply.body = std::move(*keys);
+        reply.headers.emplace_back("Access-Control-Allow-Origin", "*");
+        return reply;
+    }
+
+    Reply wkd_policy(const std::string& raw_domain) {
+        if (!wkd_serves(lowercase(raw_domain)))
+            return error_reply(http::status::not_found, "wkd.domain", "no Web Key Directory for this domain");
+        Reply reply;
+        reply.content_type = "text/plain";  // an empty policy: the defaults
+        reply.headers.emplace_back("Access-Control-Allow-Origin", "*");
+        return reply;
+    }
+
+    Reply wkd_direct(Call& call) {
+        if (auto ok = check_params(call.target.params, {"l"}); !ok) return error_of(ok.error());
+        return wkd_key(call, host_domain(call), call.captures[0]);
+    }
+
+    Reply wkd_advanced(Call& call) {
+        if (auto ok = check_params(call.target.params, {"l"}); !ok) return error_of(ok.error());
+        return wkd_key(call, call.captures[0], call.captures[1]);
+    }
+
+    Reply wkd_policy_direct(Call& call) {
+        if (auto ok = check_params(call.target.params, {}); !ok) return error_of(ok.error());
+        return wkd_policy(host_domain(call));
+    }
+
+    Reply wkd_policy_advanced(Call& call) {
+        if (auto ok = check_params(call.target.params, {}); !ok) return error_of(ok.error());
+        return wkd_policy(call.captures[0]);
     }
 
     Reply run_search(Call& call, search::SearchRequest request) {

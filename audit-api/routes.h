@@ -5,8 +5,10 @@
 // the role, runs the route and puts the call on the archive's hash chain ("api" entries: actor =
 // token name, subject = the message or object concerned, detail = method, target, status,
 // role, client and, for POST, the body) before the answer leaves. A call that cannot be
-// recorded is answered 503: nothing is served off the record. GET /health is the one route
-// without a token (and without a record: probes call it every few seconds).
+// recorded is answered 503: nothing is served off the record. GET /health has no token
+// (and no record: probes call it every few seconds), and neither has the Web Key Directory
+// (/.well-known/openpgpkey/..., draft-koch-openpgp-webkey-service): the public keys of the
+// organization's own addresses, served to anyone as a web server would.
 //
 // Reviewer tokens see only mail whose participants or domains are in the token's scope: the
 // scope is a filter under every search (search::Searcher::restrict_to), and a message outside
@@ -20,6 +22,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "archive/archive.h"
 #include "audit-api/http_server.h"
@@ -35,6 +38,10 @@ struct ApiContext {
     // Prometheus text for the gateway's side (queue depth, delivery counters...), appended
     // to GET /metrics.
     std::function<std::string()> gateway_metrics;
+    // The organization's Web Key Directory (GET /.well-known/openpgpkey/...): the domains it
+    // serves (the relay's local domains) and their binary keys by domain and WKD hash.
+    std::vector<std::string> wkd_domains;
+    std::function<Result<std::string>(const std::string& domain, const std::string& hash)> wkd_keys;
 };
 
 class ApiService final : public Service {

@@ -9,6 +9,7 @@
 #include "gateway/crypto/fetch.h"
 
 #include <openssl/evp.h>
+#include <openssl/sha.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -488,6 +489,13 @@ std::string zbase32(std::string_view bytes) {
     return out;
 }
 
+std::string wkd_hash(std::string_view local_part) {
+    const std::string hashed = ascii_lower(local_part);
+    unsigned char digest[SHA_DIGEST_LENGTH];
+    SHA1(reinterpret_cast<const unsigned char*>(hashed.data()), hashed.size(), digest);
+    return zbase32({reinterpret_cast<const char*>(digest), sizeof digest});
+}
+
 Result<WkdUrls> wkd_urls(const std::string& address) {
     const std::size_t at = address.rfind('@');
     if (at == std::string::npos) return bad_url("not an email address (no @): " + shown(address));
@@ -496,12 +504,7 @@ Result<WkdUrls> wkd_urls(const std::string& address) {
     if (local.empty()) return bad_url("empty local part in " + shown(address));
     if (!is_host_name(domain)) return bad_url("the domain of " + shown(address) + " is not an ASCII host name");
 
-    const std::string hashed = ascii_lower(local);
-    std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
-    unsigned int digest_size = 0;
-    if (EVP_Digest(hashed.data(), hashed.size(), digest.data(), &digest_size, EVP_sha1(), nullptr) != 1)
-        return Error::temporary("fetch.internal", "SHA-1 failed: " + openssl::error_text());
-    const std::string hash = zbase32({reinterpret_cast<const char*>(digest.data()), digest_size});
+    const std::string hash = wkd_hash(local);
     const std::string query = "?l=" + percent_encode(local);
     return WkdUrls{
         "https://openpgpkey." + domain + "/.well-known/openpgpkey/" + domain + "/hu/" + hash + query,

@@ -27,7 +27,6 @@
 //   temporary "fetch.network"  DNS, connect, TLS handshake or verification,
 //                              timeout, reset, malformed response;
 //   temporary "fetch.ca_file"  ca_file (or the system CA paths) cannot be loaded;
-//   temporary "fetch.internal" an OpenSSL failure in wkd_urls();
 //   permanent "fetch.bad_url"  unparsable URL or unsupported scheme, user info,
 //                              a space, control or non-ASCII byte in the URL,
 //                              an unparsable resolve entry;
@@ -75,6 +74,9 @@ std::string zbase32(std::string_view bytes);
 // percent-encoded. The address is split at its last '@'.
 // "fetch.bad_url" for an address without '@', an empty local part or a domain
 // that is not an ASCII host name (pass IDNs as A-labels).
+// The WKD hash of a local part: z-base-32 of the SHA-1 of its ASCII lower case (32 characters).
+std::string wkd_hash(std::string_view local_part);
+
 struct WkdUrls {
     std::string advanced;  // https://openpgpkey.<domain>/.well-known/openpgpkey/<domain>/hu/<hash>?l=<local>
     std::string direct;    // https://<domain>/.well-known/openpgpkey/hu/<hash>?l=<local>

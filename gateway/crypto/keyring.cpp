@@ -447,6 +447,31 @@ Result<std::string> Keyring::export_public(const std::string& which, bool armor)
     return gpgme::take_bytes(std::move(*out));
 }
 
+Result<std::string> Keyring::wkd_keys(const std::string& raw_domain, const std::string& hash) {
+    auto keys = impl_->snapshot();
+    if (!keys) return keys.error();
+    const std::string domain = lowercase(raw_domain);
+    std::string patterns;  // fingerprints for one export
+    for (const auto& key : *keys) {
+        if (!is_verified_source(key.source)) continue;
+        for (const auto& address : key.addresses) {
+            const auto at = address.rfind('@');
+            if (at == std::string::npos || address.substr(at + 1) != domain) continue;
+            if (wkd_hash(std::string_view(address).substr(0, at)) != hash) continue;
+            patterns += key.fingerprint + " ";
+            break;
+        }
+    }
+    if (patterns.empty()) return Error::permanent("pgp.no_key", "no key in the Web Key Directory for this address");
+    auto ctx = impl_->context(false);
+    if (!ctx) return ctx.error();
+    auto out = gpgme::empty_data(kEngine);
+    if (!out) return out.error();
+    if (gpgme_error_t error = gpgme_op_export(ctx->get(), patterns.c_str(), GPGME_EXPORT_MODE_MINIMAL, out->get()); error != 0)
+        return Error::temporary(kEngine, "export: " + gpgme::error_text(error));
+    return gpgme::take_bytes(std::move(*out));
+}
+
 Result<std::string> Keyring::organization_signer() {
     const std::string& wanted = impl_->config.signing_key;
     if (wanted.empty()) return Error::temporary("pgp.signing_key", "4.7.0 no pgp.signing_key is configured");

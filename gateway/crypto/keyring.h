@@ -99,6 +99,10 @@ public:
     Result<KeyInfo> generate(const std::string& address);
     // The public key of a fingerprint or address (local keys only), armored or binary.
     Result<std::string> export_public(const std::string& key, bool armor);
+    // For the organization's Web Key Directory: the verified keys (imported or managed, never
+    // fetched or harvested ones) with a user ID in `domain` whose local part has the WKD hash
+    // `hash`, binary; "pgp.no_key" when there is none.
+    Result<std::string> wkd_keys(const std::string& domain, const std::string& hash);
 
     // Armored OpenPGP message for `fingerprints` and the additional decryption keys; signed by
     // `signer` (fingerprint or address with a secret key here) when not empty.

@@ -36,6 +36,7 @@ from harness import BINARY, SOURCE_DIR, Postvault, PostvaultTestCase, free_port,
 CORPUS = SOURCE_DIR.parent / "shared" / "corpus" / "ext4-dev.tar.zst"
 CORPUS_SLICE = 150
 API = "/api/v1"
+WKD = "/.well-known/openpgpkey/"
 CUSTODIAN = "cust@corp.example"
 REVIEW_DOMAIN = "partner.example"
 
@@ -395,10 +396,22 @@ class ApiTest(ApiServerCase):
             ("GET", "/tokens", None, {"adm"}, {200}),
             ("POST", "/tokens", {"name": "matrix-made", "role": "auditor"}, {"adm"}, {201}),
             ("DELETE", "/tokens/matrix-made", None, {"adm"}, {200}),
+            # The Web Key Directory is public: the same answer whoever asks (this server has no
+            # local domains, so none is served; test_pgp.WkdServedTest serves keys).
+            ("GET", "/.well-known/openpgpkey/hu/kei1q4tipxxu1yj79k9kfukdhfy631xe", None, "all", {404}),
+            ("GET", "/.well-known/openpgpkey/policy", None, "all", {404}),
+            ("GET", "/.well-known/openpgpkey/corp.example/hu/kei1q4tipxxu1yj79k9kfukdhfy631xe", None, "all", {404}),
+            ("GET", "/.well-known/openpgpkey/corp.example/policy", None, "all", {404}),
         ]
+
+        def full(path):
+            return path if path.startswith(WKD) else API + path
         listed = set(self.pv.cli("api", "routes").stdout.split("\n")) - {""}
 
         def pattern(method, path):
+            if path.startswith(WKD):
+                path = re.sub(r"/hu/[0-9a-z]+", "/hu/{hash}", path.replace("/corp.example/", "/{domain}/"))
+                return f"{method} {path}"
             path = re.sub(r"/messages/[0-9A-Z]+", "/messages/{id}", path.split("?")[0])
             path = re.sub(r"/holds/H[0-9A-Za-z]+", "/holds/{id}", path.replace("/attachments/0", "/attachments/{n}"))
             return f"{method} {API}" + path.replace("/tokens/matrix-made", "/tokens/{name}")
@@ -408,8 +421,9 @@ class ApiTest(ApiServerCase):
         # Export routes are being added alongside and have their own tests.
         self.assertEqual({r for r in listed - tested if "export" not in r}, set(), "routes without a role test")
 
-        # Every listed route (new ones too) refuses a call without a valid token, /health aside.
-        for route in sorted(listed - {f"GET {API}/health"}):
+        # Every listed route (new ones too) refuses a call without a valid token, the public ones aside.
+        public = {pattern(m, p) for m, p, _, allowed, _ in routes if allowed == "all"}
+        for route in sorted(listed - public):
             method, pattern = route.split(" ", 1)
             target = re.sub(r"\{[a-z]+\}", "X1", pattern)
             for who in ("none", "bad"):
@@ -420,7 +434,7 @@ class ApiTest(ApiServerCase):
         failures = []
         for method, path, body, allowed, success in routes:
             for who in identities:
-                target = API + (path(who) if callable(path) else path)
+                target = full(path(who) if callable(path) else path)
                 payload = body(who) if callable(body) else body
                 response = api.request(method, target, tokens[who], body=payload)
                 if allowed == "all":

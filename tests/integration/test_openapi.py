@@ -3,7 +3,8 @@
 The routes are compared with `postvault api routes` exactly, in both directions: a route the
 server serves but the document does not describe fails, and so does a documented route the
 server does not serve. Every operation must have responses, an `x-roles` list drawn from the
-four roles, bearer security (except GET /api/v1/health, the one route without a token), and a
+four roles, bearer security (except GET /api/v1/health and the Web Key Directory under
+/.well-known/openpgpkey, the routes without a token), and a
 path parameter for every {param} of its path. Where audit-api/routes.cpp is at hand, the roles,
 the accepted query parameters (check_params) and body fields (check_fields, `.at()` = required)
 of each route are compared with the document as well.
@@ -28,6 +29,10 @@ ROUTES_SOURCE = SOURCE_DIR / "audit-api" / "routes.cpp"
 ROLES = ("admin", "auditor", "legal", "reviewer")  # bit n of a route's role set is ROLES[n]
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 HEALTH = ("GET", "/api/v1/health")
+# The routes without a token: health and the Web Key Directory (public keys, draft-koch-openpgp-webkey-service).
+PUBLIC = {HEALTH, ("GET", "/.well-known/openpgpkey/hu/{hash}"), ("GET", "/.well-known/openpgpkey/policy"),
+          ("GET", "/.well-known/openpgpkey/{domain}/hu/{hash}"), ("GET", "/.well-known/openpgpkey/{domain}/policy")}
+PREFIXES = ("/api/v1/", "/.well-known/openpgpkey/")
 PARAM = re.compile(r"\{([^}/]+)\}")
 
 
@@ -49,7 +54,7 @@ def served_routes():
     routes = []
     for line in lines:
         method, _, path = line.partition(" ")
-        if not path.startswith("/api/v1"):
+        if not path.startswith(PREFIXES):
             raise AssertionError(f"unexpected line from `postvault api routes`: {line!r}")
         routes.append((method.upper(), path.strip()))
     if len(set(routes)) != len(routes):
@@ -145,7 +150,7 @@ class OpenApiTest(unittest.TestCase):
         self.assertIsInstance(self.doc.get("paths"), dict, "paths")
         self.assertTrue(self.doc["paths"], "paths is empty")
         for path in self.doc["paths"]:
-            self.assertTrue(path.startswith("/api/v1/"), f"{path} is not under /api/v1")
+            self.assertTrue(path.startswith(PREFIXES), f"{path} is not under /api/v1 or /.well-known/openpgpkey")
 
     def test_routes_match_the_binary_exactly(self):
         served = served_routes()
@@ -193,7 +198,7 @@ class OpenApiTest(unittest.TestCase):
         for key, (operation, _) in operations.items():
             where = f"{key[0]} {key[1]}"
             security = operation.get("security", self.doc.get("security"))
-            if key == HEALTH:
+            if key in PUBLIC:
                 self.assertEqual(security, [], f"{where} needs no token: security: []")
                 continue
             self.assertTrue(security, f"{where}: no security requirement")
@@ -266,7 +271,7 @@ class OpenApiTest(unittest.TestCase):
                 self.fail(f"{where} is in make_routes but not documented")
             operation, _ = operations[(method, path)]
             if allowed is None:
-                self.assertEqual((method, path), HEALTH, f"{where} takes no token: only health should")
+                self.assertIn((method, path), PUBLIC, f"{where} takes no token: only health and the WKD should")
                 self.assertEqual(operation.get("security"), [], f"{where} takes no token: security: []")
             else:
                 self.assertEqual(set(operation.get("x-roles", [])), allowed,

@@ -15,7 +15,7 @@ import smtplib
 import subprocess
 import tempfile
 
-from harness import PYTHON, SOURCE_DIR, PostvaultTestCase, wait_until
+from harness import PYTHON, SOURCE_DIR, PostvaultTestCase, free_port, wait_for_port, wait_until
 
 KEYSERVER = pathlib.Path(SOURCE_DIR) / "tests" / "tools" / "keyserver.py"
 
@@ -375,6 +375,71 @@ def pgp_mime(headers, armored):
     return (headers + 'MIME-Version: 1.0\r\nContent-Type: multipart/encrypted; protocol="application/pgp-encrypted";'
             ' boundary="b1"\r\n\r\n--b1\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n--b1\r\n'
             'Content-Type: application/octet-stream\r\n\r\n').encode() + crlf(armored) + b"\r\n--b1--\r\n"
+
+
+class WkdServedTest(PostvaultTestCase):
+    """The organization's own Web Key Directory, served on the API listener: a partner's postvault
+    finds our managed key through its WKD lookup over HTTPS, curl + gpg read it too (the hash
+    computed by GnuPG's gpg-wks-client); other domains and unknown addresses are 404."""
+
+    def test_a_partner_gateway_and_gpg_find_our_managed_key(self):
+        cert, key = self.tmp / "wkd.crt", self.tmp / "wkd.key"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-subj", "/CN=openpgpkey.corp.example", "-addext",
+                        "subjectAltName=DNS:openpgpkey.corp.example,DNS:corp.example", "-days", "2",
+                        "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+        key.chmod(0o600)
+        api_port = free_port()
+        pv = self.start_postvault(smtp={"local_domains": ["corp.example"]}, start=False,
+                                  extra=f'[api]\nlisten = "127.0.0.1:{api_port}"\ncert = "{cert}"\nkey = "{key}"\n'
+                                        '[pgp]\nlookup = ["local"]\n')
+        fpr = pv.cli("keys", "generate", "--config", str(pv.config_path), "Alice@corp.example").stdout.split()[-1]
+        bob = Gpg(self)
+        bob_fpr = bob.generate("bob@partner.example")
+        (self.tmp / "bob.asc").write_bytes(bob.export(bob_fpr))
+        pv.cli("keys", "import", "--config", str(pv.config_path), str(self.tmp / "bob.asc"))
+        pv.start()
+        wait_for_port(api_port, process=pv.process)
+
+        def wkd_hash(address):
+            out = subprocess.run(["/usr/lib/gnupg/gpg-wks-client", "--print-wkd-hash", address],
+                                 capture_output=True, text=True, check=True).stdout
+            return out.split()[0]
+
+        def get(host, path):
+            result = subprocess.run(["curl", "-sS", "--cacert", str(cert), "--resolve", f"{host}:{api_port}:127.0.0.1",
+                                     "-o", str(self.tmp / "body"), "-w", "%{http_code}",
+                                     f"https://{host}:{api_port}{path}"], capture_output=True, text=True, timeout=30)
+            return int(result.stdout or 0), (self.tmp / "body").read_bytes()
+
+        alice = wkd_hash("alice@corp.example")
+        for host, path in [("openpgpkey.corp.example", f"/.well-known/openpgpkey/corp.example/hu/{alice}?l=Alice"),
+                           ("corp.example", f"/.well-known/openpgpkey/hu/{alice}?l=alice")]:
+            status, body = get(host, path)
+            self.assertEqual(status, 200, body)
+            shown = subprocess.run(["gpg", "--batch", "--with-colons", "--show-keys"], input=body,
+                                   capture_output=True, timeout=60).stdout.decode()
+            self.assertIn(f"fpr:::::::::{fpr}:", shown)
+            self.assertIn("alice@corp.example", shown.lower())
+        self.assertEqual(get("corp.example", "/.well-known/openpgpkey/policy")[0], 200)
+        self.assertEqual(get("openpgpkey.corp.example", "/.well-known/openpgpkey/corp.example/policy")[0], 200)
+
+        # Not ours: another domain (even with a key imported here), an unknown address, a bad parameter.
+        status, body = get("openpgpkey.corp.example",
+                           f"/.well-known/openpgpkey/partner.example/hu/{wkd_hash('bob@partner.example')}")
+        self.assertEqual((status, json.loads(body)["error"]["code"]), (404, "wkd.domain"))
+        status, body = get("openpgpkey.corp.example", f"/.well-known/openpgpkey/corp.example/hu/{wkd_hash('nobody@corp.example')}")
+        self.assertEqual((status, json.loads(body)["error"]["code"]), (404, "wkd.no_key"))
+        self.assertEqual(get("corp.example", f"/.well-known/openpgpkey/hu/{alice}?x=1")[0], 400)
+
+        # A partner's gateway: its own postvault, looking the address up by WKD only.
+        partner = self.start_postvault(name="partner", start=False)
+        partner.config_path.write_text(partner.config_path.read_text() +
+                                       f'[pgp]\nlookup = ["local", "wkd"]\nca_file = "{cert}"\n'
+                                       f'resolve = {{ "openpgpkey.corp.example" = "127.0.0.1:{api_port}" }}\n')
+        found = json.loads(partner.cli("keys", "lookup", "--config", str(partner.config_path), "ALICE@Corp.Example",
+                                       "--json").stdout)
+        self.assertEqual((found["fingerprint"], found["found_by"]), (fpr, "wkd"))
 
 
 def crlf(data):
