@@ -125,7 +125,8 @@ struct ApiConfig {
 struct PgpConfig {
     std::string directory;             // the gateway's GnuPG home and key records; default <data_dir>/pgp
     // Where a recipient's key is looked for, in order: local (imported or managed), harvested
-    // (from inbound mail), wkd, keyserver. ("ldap" is accepted and reported as not available.)
+    // (from inbound mail), wkd, ldap (keys.<domain>), keyserver. "ldap" is not in the default: it
+    // sends the address in clear text to port 389 of every recipient domain's keys.<domain>.
     std::vector<std::string> lookup = {"local", "harvested", "wkd", "keyserver"};
     std::vector<std::string> keyservers;             // "hkps://keys.openpgp.org", "hkp://host:port"
     std::string signing_key;                         // fingerprint or address of the organization's key
@@ -134,9 +135,9 @@ struct PgpConfig {
     bool protected_headers = false;                  // real Subject inside, "..." outside
     Seconds cache_ttl{86400};                        // a found key is used this long before asking again
     Seconds failure_ttl{3600};                       // "no key" is remembered this long
-    Seconds fetch_timeout{10};                       // one WKD or keyserver request
+    Seconds fetch_timeout{10};                       // one WKD or keyserver request, one LDAP lookup
     std::string ca_file;                             // CAs for WKD/HKPS; default: the system's
-    std::map<std::string, std::string> resolve;      // host -> "ip:port" (split DNS, tests)
+    std::map<std::string, std::string> resolve;      // host -> "ip:port" (split DNS, tests), also keys.<domain>
 };
 
 struct Config {

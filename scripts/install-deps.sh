@@ -11,6 +11,7 @@ RUN_PACKAGES=(
   libzstd-dev libgmime-3.0-dev libglib2.0-dev libgtest-dev libgmock-dev
   libgpgme-dev gnupg gpgconf gpg-wks-client libpst-dev
   libxapian-dev libpoppler-cpp-dev libzip-dev libxml2-dev libre2-dev
+  libldap-dev
   swaks
 )
 # Peers the tests and benchmarks talk to.
@@ -19,6 +20,7 @@ TEST_PACKAGES=(
   rocksdb-tools gpg-agent
   notmuch maildir-utils poppler-utils python3-snowballstemmer
   curl unzip python3-yaml wrk sq
+  slapd ldap-utils
 )
 
 with_tests=0
@@ -68,6 +70,9 @@ export DEBIAN_FRONTEND=noninteractive
 # Postfix is used only as a test peer (smtp-sink, smtp-source, a benchmark relay):
 # never let its package configure a system mail service.
 echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
+# slapd likewise (the LDAP keyserver the key discovery tests start on loopback): no database, no
+# system LDAP service.
+echo "slapd slapd/no_configuration boolean true" | $SUDO debconf-set-selections
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 if ((with_tests)); then install_pst_sample; fi

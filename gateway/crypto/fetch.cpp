@@ -243,9 +243,10 @@ struct Lookup {
     std::vector<tcp::endpoint> endpoints;
 };
 
-Result<std::vector<tcp::endpoint>> lookup_host(const Url& url, Clock::time_point deadline) {
+Result<std::vector<tcp::endpoint>> lookup_host(const std::string& host_name, std::uint16_t host_port,
+                                               Clock::time_point deadline) {
     auto lookup = std::make_shared<Lookup>();
-    std::thread([lookup, host = url.host, port = std::to_string(url.port)] {
+    std::thread([lookup, host = host_name, port = std::to_string(host_port)] {
         asio::io_context io;
         tcp::resolver resolver(io);
         ErrorCode error;
@@ -259,21 +260,21 @@ Result<std::vector<tcp::endpoint>> lookup_host(const Url& url, Clock::time_point
 
     std::unique_lock lock(lookup->mutex);
     if (!lookup->done_signal.wait_until(lock, deadline, [&] { return lookup->done; }))
-        return Error::temporary("fetch.network", "resolving " + url.host + " timed out");
+        return Error::temporary("fetch.network", "resolving " + host_name + " timed out");
     if (lookup->error || lookup->endpoints.empty())
-        return Error::temporary("fetch.network", "cannot resolve " + url.host + ": " +
+        return Error::temporary("fetch.network", "cannot resolve " + host_name + ": " +
                                                      (lookup->error ? lookup->error.message() : "no addresses"));
     return std::move(lookup->endpoints);
 }
 
-Result<std::vector<tcp::endpoint>> endpoints_for(const Url& url, const FetchOptions& options,
-                                                 Clock::time_point deadline) {
+Result<std::vector<tcp::endpoint>> endpoints_for(const std::string& host_name, std::uint16_t port,
+                                                 const FetchOptions& options, Clock::time_point deadline) {
     for (const auto& [host, value] : options.resolve)
-        if (ascii_lower(host) == url.host) return override_endpoints(host, value, url.port);
+        if (ascii_lower(host) == host_name) return override_endpoints(host, value, port);
     ErrorCode error;
-    const asio::ip::address address = asio::ip::make_address(url.host, error);
-    if (!error) return std::vector<tcp::endpoint>{tcp::endpoint(address, url.port)};
-    return lookup_host(url, deadline);
+    const asio::ip::address address = asio::ip::make_address(host_name, error);
+    if (!error) return std::vector<tcp::endpoint>{tcp::endpoint(address, port)};
+    return lookup_host(host_name, port, deadline);
 }
 
 // ---- one request on one connection ----
@@ -419,7 +420,7 @@ asio::awaitable<void> run_exchange(const Url& url, const std::vector<tcp::endpoi
 
 Result<Response> fetch_once(const Url& url, const FetchOptions& options, Clock::time_point deadline,
                             asio::ssl::context* tls_context) {
-    auto endpoints = endpoints_for(url, options, deadline);
+    auto endpoints = endpoints_for(url.host, url.port, options, deadline);
     if (!endpoints) return endpoints.error();
     asio::io_context io;
     Exchange exchange;
@@ -468,6 +469,19 @@ Result<FetchResult> http_get(const std::string& url, const FetchOptions& options
         return follow_redirects(url, options);
     } catch (const std::exception& error) {
         return Error::temporary("fetch.network", "fetching " + shown(url) + " failed: " + error.what());
+    }
+}
+
+Result<std::vector<Endpoint>> resolve_host(const std::string& host, std::uint16_t port, const FetchOptions& options,
+                                           Clock::time_point deadline) {
+    try {
+        auto endpoints = endpoints_for(ascii_lower(host), port, options, deadline);
+        if (!endpoints) return endpoints.error();
+        std::vector<Endpoint> out;
+        for (const auto& endpoint : *endpoints) out.push_back({endpoint.address().to_string(), endpoint.port()});
+        return out;
+    } catch (const std::exception& error) {
+        return Error::temporary("fetch.network", "resolving " + shown(host) + " failed: " + error.what());
     }
 }
 

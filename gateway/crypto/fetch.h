@@ -36,13 +36,18 @@
 //
 // wkd_urls() and hkp_url() build the lookup URLs for an address; zbase32()
 // is the WKD hash encoding. They are pure functions.
+//
+// resolve_host() is the name resolution http_get() uses (resolve override, IP
+// literal, or DNS bounded by a deadline), for other protocols (ldap.h).
 #pragma once
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <map>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/result.h"
 
@@ -82,6 +87,18 @@ struct WkdUrls {
     std::string direct;    // https://<domain>/.well-known/openpgpkey/hu/<hash>?l=<local>
 };
 Result<WkdUrls> wkd_urls(const std::string& address);
+
+// Where `host` (lower-case ASCII name or IP literal) can be reached on `port`:
+// the FetchOptions::resolve entry for it (its port, or `port` when it has none),
+// the IP literal itself, or DNS. DNS runs on a detached thread; the caller stops
+// waiting at `deadline`. Errors: temporary "fetch.network" (no answer in time,
+// no addresses), permanent "fetch.bad_url" (an unparsable resolve entry).
+struct Endpoint {
+    std::string address;  // IP literal, IPv6 without brackets
+    std::uint16_t port = 0;
+};
+Result<std::vector<Endpoint>> resolve_host(const std::string& host, std::uint16_t port, const FetchOptions& options,
+                                           std::chrono::steady_clock::time_point deadline);
 
 // HKP lookup URL for `address` on `keyserver`, given as "hkps://keys.example.org",
 // "hkp://host:port", "https://host", "http://host" or a bare "host" (= hkps).

@@ -17,6 +17,7 @@
 #include "common/mail.h"
 #include "gateway/crypto/fetch.h"
 #include "gateway/crypto/gpg_engine.h"
+#include "gateway/crypto/ldap.h"
 
 namespace postvault::crypto {
 
@@ -32,6 +33,11 @@ std::int64_t unix_now() {
 }
 
 bool is_verified_source(const std::string& source) { return source == "imported" || source == "managed"; }
+
+// Keys fetched from a server: stamped when fetched, used for pgp.cache_ttl.
+bool is_fetched_source(const std::string& source) {
+    return source == "wkd" || source == "ldap" || source == "keyserver";
+}
 
 // The sources a lookup step accepts.
 bool step_accepts(const std::string& step, const std::string& source) {
@@ -206,7 +212,7 @@ struct Keyring::Impl {
             if (!step_accepts(step, key.source)) continue;
             if (std::find(key.addresses.begin(), key.addresses.end(), address) == key.addresses.end()) continue;
             if (!key.can_encrypt_at(now)) continue;
-            if ((step == "wkd" || step == "keyserver") && key.fetched_unix + config.cache_ttl.count() < now) continue;
+            if (is_fetched_source(step) && key.fetched_unix + config.cache_ttl.count() < now) continue;
             if (!best || key.encrypt_since_unix > best->encrypt_since_unix) best = key;
         }
         return best;
@@ -231,6 +237,27 @@ struct Keyring::Impl {
         auto imported = keyring.import(fetched->body, step);
         if (!imported) return step + ": " + url + ": " + imported.error().message;
         return step + ": " + url + ": " + std::to_string(imported->size()) + " key(s) imported";
+    }
+
+    // Asks keys.<domain> over LDAP; imports what it finds as "ldap". Returns a line for LookupResult::tried.
+    std::string ldap_and_import(Keyring& keyring, const std::string& address) {
+        const std::string domain = address.substr(address.rfind('@') + 1);
+        const std::string server = "keys." + domain;
+        auto found = ldap_keys(domain, address, fetch_options());
+        if (!found) {
+            spdlog::warn("pgp: ldap {}: {}", server, found.error().message);
+            return "ldap: " + found.error().message;
+        }
+        if (found->empty()) return "ldap: " + server + ": no key";
+        std::size_t imported = 0;
+        std::string failed;
+        for (const auto& key : *found) {
+            auto keys = keyring.import(key, "ldap");
+            if (keys) imported += keys->size();
+            else failed = keys.error().message;
+        }
+        if (imported == 0) return "ldap: " + server + ": " + failed;
+        return "ldap: " + server + ": " + std::to_string(imported) + " key(s) imported";
     }
 };
 
@@ -291,7 +318,7 @@ Result<std::vector<KeyInfo>> Keyring::import(std::string_view key_data, const st
         if (before.empty() || !is_verified_source(before) || is_verified_source(source)) {
             if (before != "managed") record["source"] = source;
         }
-        if (source == "wkd" || source == "keyserver") record["fetched"] = now;
+        if (is_fetched_source(source)) record["fetched"] = now;
     }
     if (auto saved = impl_->save_records(); !saved) return saved.error();
     if (auto refreshed = impl_->refresh_locked(); !refreshed) return refreshed.error();
@@ -361,6 +388,15 @@ Result<LookupResult> Keyring::lookup(const std::string& raw_address, bool verifi
                     result.source = step;
                     return result;
                 }
+            }
+        } else if (step == "ldap") {
+            result.tried.push_back(impl_->ldap_and_import(*this, address));
+            auto again = impl_->snapshot();
+            if (!again) return again.error();
+            if (auto found = impl_->select(*again, address, "ldap", now)) {
+                result.key = *found;
+                result.source = step;
+                return result;
             }
         } else if (step == "keyserver") {
             if (impl_->config.keyservers.empty()) result.tried.push_back("keyserver: none configured");

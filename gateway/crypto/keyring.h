@@ -4,11 +4,11 @@
 // GPGME runs gpg on it) and a record of where each key came from (<pgp.directory>/keys.json,
 // mode 0600): "imported" (by the administrator), "managed" (generated here for an internal user
 // or the organization), "harvested" (from inbound mail: attached application/pgp-keys, Autocrypt
-// headers), "wkd" or "keyserver" (fetched). Imported and managed keys are "verified"; the others
-// are "unverified" (KeyInfo::trust).
+// headers), "wkd", "ldap" or "keyserver" (fetched). Imported and managed keys are "verified"; the
+// others are "unverified" (KeyInfo::trust).
 //
-// lookup(address) runs pgp.lookup in order — local → harvested → wkd → keyserver ("ldap" is
-// reported as not available) — and returns the newest usable key for the address: a user ID
+// lookup(address) runs pgp.lookup in order — local → harvested → wkd → ldap (keys.<domain>,
+// ldap.h) → keyserver — and returns the newest usable key for the address: a user ID
 // whose e-mail matches case-insensitively, not revoked, disabled or expired, with a valid
 // encryption subkey. A fetched key is used for pgp.cache_ttl before it is fetched again; "no
 // key" is remembered for pgp.failure_ttl. A source that cannot be reached counts as "no key
@@ -43,7 +43,7 @@ struct KeyInfo {
     std::string fingerprint;
     std::vector<std::string> addresses;  // e-mail addresses of valid user IDs, lower case
     std::string user_id;                 // the first user ID as written
-    std::string source;                  // imported | managed | harvested | wkd | keyserver
+    std::string source;                  // imported | managed | harvested | wkd | ldap | keyserver
     std::string trust;                   // verified | unverified
     bool secret = false;                 // the secret key is in the keyring
     bool revoked = false;
@@ -51,7 +51,7 @@ struct KeyInfo {
     std::int64_t created_unix = 0;
     std::int64_t encrypt_since_unix = 0; // newest valid encryption subkey; 0: none
     std::int64_t encrypt_until_unix = 0; // latest expiry of those subkeys; 0: none expires
-    std::int64_t fetched_unix = 0;       // wkd / keyserver: when it was fetched
+    std::int64_t fetched_unix = 0;       // wkd / ldap / keyserver: when it was fetched
     bool can_sign = false;
     std::string algorithm;               // of the primary key, e.g. "ed25519", "rsa3072"
 
@@ -60,7 +60,7 @@ struct KeyInfo {
 
 struct LookupResult {
     KeyInfo key;
-    std::string source;               // the step that found it: local | harvested | wkd | keyserver
+    std::string source;               // the step that found it: local | harvested | wkd | ldap | keyserver
     std::vector<std::string> tried;   // one line per step asked before, e.g. "wkd: no key (404)"
 };
 

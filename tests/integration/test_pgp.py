@@ -1,7 +1,8 @@
 """OpenPGP through the real binary: `postvault keys ...`, and the relay encrypting and signing as
 the policy says, checked by independent implementations: GnuPG (`gpg`, its own home) and Sequoia
 (`sq`) decrypt and verify what the relay sent; attachments come out byte-identical. Key discovery
-against an HKP keyserver and a WKD server started here on loopback (tests/tools/keyserver.py).
+against an HKP keyserver and a WKD server started here on loopback (tests/tools/keyserver.py), and
+against OpenLDAP's slapd as the LDAP keyserver at keys.<domain> (tests/tools/ldap_keyserver.py).
 """
 
 import email
@@ -12,12 +13,15 @@ import os
 import pathlib
 import shutil
 import smtplib
+import socket
 import subprocess
 import tempfile
+import time
 
 from harness import PYTHON, SOURCE_DIR, PostvaultTestCase, free_port, wait_for_port, wait_until
 
 KEYSERVER = pathlib.Path(SOURCE_DIR) / "tests" / "tools" / "keyserver.py"
+LDAP_KEYSERVER = pathlib.Path(SOURCE_DIR) / "tests" / "tools" / "ldap_keyserver.py"
 
 POLICY = r'''
 [policy]
@@ -119,6 +123,31 @@ class KeyServer:
     def stop(self):
         self.process.terminate()
         self.process.wait(timeout=5)
+
+
+class LdapKeyServer:
+    """slapd with the OpenPGP keyserver schema and the keys in DIRECTORY/keys/*.asc, on loopback."""
+
+    def __init__(self, owner, directory):
+        self.directory = pathlib.Path(directory)
+        self.process = subprocess.Popen([PYTHON, str(LDAP_KEYSERVER), "--dir", str(directory)],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        owner.cleanups.append(self.stop)
+        line = self.process.stdout.readline()
+        if not line.startswith("READY"):
+            raise RuntimeError("ldap_keyserver.py did not start: " + line + self.process.stderr.read())
+        self.port = int(line.split()[1])
+
+    def searches(self):
+        """slapd's log lines for the key searches (under ou=PGP Keys)."""
+        log = self.directory / "slapd.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        return [line for line in text.splitlines() if 'SRCH base="ou=PGP Keys' in line]
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=15)
 
 
 class PgpRelayTest(PostvaultTestCase):
@@ -347,6 +376,57 @@ class KeyDiscoveryTest(PostvaultTestCase):
         self.assertIn(f"/.well-known/openpgpkey/wkd.example/hu/{digest}", server.requests())
         listed = json.loads(self.keys("list", "--json").stdout)
         self.assertEqual([k["source"] for k in listed], ["wkd"])
+
+    def test_ldap_keyserver_at_keys_domain_on_loopback(self):
+        carol = Gpg(self)
+        fpr = carol.generate("Carol <carol@partner.example>")
+        served = self.tmp / "ldap"
+        (served / "keys").mkdir(parents=True)
+        (served / "keys" / "carol.asc").write_bytes(carol.export(fpr))
+        server = LdapKeyServer(self, served)
+        # The server is a keyserver GnuPG's dirmngr reads too.
+        reader = Gpg(self)
+        reader.run("--keyserver", f"ldap://127.0.0.1:{server.port}", "--recv-keys", fpr)
+        self.assertEqual(reader.fingerprint("carol@partner.example"), fpr)
+        searches_by_gpg = len(server.searches())
+        self.configure(f'lookup = ["local", "ldap"]\nfetch_timeout = "3s"\n'
+                       f'resolve = {{ "keys.partner.example" = "127.0.0.1:{server.port}" }}\n')
+        found = json.loads(self.keys("lookup", "Carol@Partner.Example", "--json").stdout)
+        self.assertEqual(found["fingerprint"], fpr)
+        self.assertEqual(found["found_by"], "ldap")
+        self.assertEqual(found["trust"], "unverified")
+        self.assertEqual(found["tried"], ["local: no usable key", "ldap: keys.partner.example: 1 key(s) imported"])
+        self.assertEqual([k["source"] for k in json.loads(self.keys("list", "--json").stdout)], ["ldap"])
+        searches = server.searches()[searches_by_gpg:]
+        self.assertEqual(len(searches), 1, searches)
+        self.assertIn('filter="(&(|(pgpUserID=*<carol@partner.example>*)(pgpUserID=carol@partner.example))'
+                      '(!(pgpRevoked=1))(!(pgpDisabled=1)))"', searches[0])
+        # Cached for pgp.cache_ttl: the second lookup does not ask the server again.
+        self.assertEqual(json.loads(self.keys("lookup", "carol@partner.example", "--json").stdout)["found_by"], "ldap")
+        self.assertEqual(len(server.searches()), searches_by_gpg + 1)
+        # An address without an entry: "no key", with the LDAP step's answer.
+        missing = self.keys("lookup", "nobody@partner.example", check=False)
+        self.assertEqual(missing.returncode, 1)
+        self.assertIn("no usable OpenPGP key for nobody@partner.example", missing.stderr)
+        self.assertIn("ldap: keys.partner.example: no key", missing.stderr)
+
+    def test_ldap_server_refusing_or_silent_is_reported_within_fetch_timeout(self):
+        closed = free_port()
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes handshakes into the backlog; nobody answers
+        self.cleanups.append(silent.close)
+        for port, reason in ((closed, "Can't contact LDAP server"), (silent.getsockname()[1], "timed out")):
+            self.configure(f'lookup = ["local", "ldap"]\nfetch_timeout = "2s"\n'
+                           f'resolve = {{ "keys.partner.example" = "127.0.0.1:{port}" }}\n')
+            started = time.monotonic()
+            result = self.keys("lookup", "carol@partner.example", check=False)
+            elapsed = time.monotonic() - started
+            self.assertEqual(result.returncode, 1, result.stdout)
+            self.assertIn("ldap: ", result.stderr)
+            self.assertIn("keys.partner.example", result.stderr)
+            self.assertIn(reason, result.stderr)
+            self.assertLess(elapsed, 10, result.stderr)
 
     def test_generate_list_export_and_bad_input(self):
         self.configure('key_algorithm = "ed25519"\n')

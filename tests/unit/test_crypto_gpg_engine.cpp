@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <string>
 #include <thread>
+#include <unistd.h>
 #include <vector>
 
 #include "gateway/crypto/gpg_engine.h"
@@ -41,10 +42,15 @@ protected:
         return worker_gpg_engine(options);
     }
 
-    // Processes running postvault-pgp on this suite's home.
+    // postvault-pgp processes started by this process on this suite's home (not the copies
+    // GPGME forks from a worker on the way to gpg: their parent is the worker).
     static int workers_running() {
-        if (run("pgrep -f 'postvault-pgp --home " + home_->string() + "$' > " + file("pids").string()) != 0) return 0;
-        const std::string pids = read_file(file("pids"));
+        static std::atomic<int> calls{0};
+        const std::filesystem::path out = *home_ / ("pids-" + std::to_string(++calls));
+        if (run("pgrep -P " + std::to_string(::getpid()) + " -f 'postvault-pgp --home " + home_->string() + "$' > " +
+                out.string()) != 0)
+            return 0;
+        const std::string pids = read_file(out);
         return static_cast<int>(std::count(pids.begin(), pids.end(), '\n'));
     }
 };
