@@ -14,6 +14,7 @@
 
 #include "search/query.h"
 #include "search/schema.h"
+#include "search/snippet.h"
 #include "search/xapian_error.h"
 
 namespace postvault::search {
@@ -54,79 +55,6 @@ FacetCounts top(const std::map<std::string, std::uint64_t>& counts, std::size_t 
         std::stable_sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
     if (out.size() > limit) out.resize(limit);
     return out;
-}
-
-// MSet::snippet() escapes for HTML; plain output wants the text back.
-std::string unescape_html(const std::string& text) {
-    std::string out;
-    out.reserve(text.size());
-    for (std::size_t i = 0; i < text.size(); ++i) {
-        if (text[i] == '&') {
-            static const std::pair<const char*, char> entities[] = {
-                {"&lt;", '<'}, {"&gt;", '>'}, {"&amp;", '&'}, {"&quot;", '"'}, {"&#39;", '\''}};
-            bool replaced = false;
-            for (const auto& [entity, c] : entities)
-                if (text.compare(i, std::strlen(entity), entity) == 0) {
-                    out += c;
-                    i += std::strlen(entity) - 1;
-                    replaced = true;
-                    break;
-                }
-            if (replaced) continue;
-        }
-        out += text[i];
-    }
-    return out;
-}
-
-// The words of a query's text terms (body, subject, attachment text, file names: the prefix
-// cut off), lower case, for finding where in a text the snippet will be. Empty when one is not
-// ASCII (then the whole text is searched) or there are too many (a broad wildcard).
-std::vector<std::string> snippet_words(const Xapian::Query& query) {
-    std::vector<std::string> words;
-    for (auto it = query.get_unique_terms_begin(); it != query.get_unique_terms_end(); ++it) {
-        const std::string term = *it;
-        std::size_t start = 0;
-        while (start < term.size() && ((term[start] >= 'A' && term[start] <= 'Z') || term[start] == ':')) ++start;
-        const std::string_view prefix(term.data(), start);
-        if (prefix != "" && prefix != "S" && prefix != "XA" && prefix != "XN") continue;
-        const std::string word = term.substr(start);
-        if (word.size() < 2) continue;
-        for (unsigned char c : word)
-            if (c >= 0x80) return {};
-        words.push_back(word);
-        if (words.size() > 64) return {};
-    }
-    return words;
-}
-
-// The part of `text` worth giving Xapian's snippet generator (which reads every character it
-// gets, slowly): from a little before the first occurrence of a query word, kSnippetWindow
-// bytes; the start of the text when none occurs. Looked for a block at a time (most first
-// matches are early), case-insensitively for ASCII; cut on character boundaries.
-std::string_view snippet_window(std::string_view text, const std::vector<std::string>& words) {
-    constexpr std::size_t kSnippetWindow = 420, kLead = 100, kBlock = 4096;
-    if (text.size() <= kSnippetWindow || words.empty()) return text;
-    std::size_t longest = 0;
-    for (const auto& word : words) longest = std::max(longest, word.size());
-    std::size_t first = std::string::npos;
-    std::string lower;
-    for (std::size_t block = 0; block < text.size() && first == std::string::npos; block += kBlock) {
-        const std::size_t end = std::min(text.size(), block + kBlock + longest);
-        lower.assign(text.substr(block, end - block));
-        for (char& c : lower)
-            if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
-        for (const auto& word : words)
-            if (const std::size_t at = lower.find(word); at != std::string::npos) first = std::min(first, block + at);
-    }
-    std::size_t begin = first == std::string::npos || first < kLead ? 0 : first - kLead;
-    auto boundary = [&text](std::size_t at) {
-        while (at < text.size() && (static_cast<unsigned char>(text[at]) & 0xC0) == 0x80) ++at;
-        return at;
-    };
-    begin = boundary(begin);
-    const std::size_t end = boundary(std::min(text.size(), begin + kSnippetWindow));
-    return text.substr(begin, end - begin);
 }
 
 std::string to_hex(const std::string& bytes) {
@@ -301,7 +229,7 @@ Result<SearchResult> Searcher::search(const SearchRequest& request, const TextOf
         }
     }
     const std::size_t limit = std::max<std::size_t>(1, std::min<std::size_t>(request.limit, 100000));
-    const std::vector<std::string> words = text_of ? snippet_words(*query) : std::vector<std::string>();
+    const SnippetTerms marked = text_of ? snippet_terms(*query) : SnippetTerms();
 
     return impl_->with_reopen([&]() -> Result<SearchResult> {
         SearchResult result;
@@ -389,15 +317,7 @@ Result<SearchResult> Searcher::search(const SearchRequest& request, const TextOf
             hit.weight = it.get_weight();
             if (text_of) {
                 auto text = text_of(hit.id);
-                if (text) {
-                    // Neither Xapian's background model (it looks up the frequency of every word
-                    // of the text in the index: tens of block reads per hit) nor an exhaustive
-                    // scan of a long text: the passage around the first query word will do.
-                    hit.snippet = mset.snippet(std::string(snippet_window(**text, words)), 240,
-                                               Xapian::Stem(), 0,  // no stemming: the query's terms are words already
-                                               request.html ? "<b>" : "[", request.html ? "</b>" : "]", "…");
-                    if (!request.html) hit.snippet = unescape_html(hit.snippet);
-                }
+                if (text) hit.snippet = make_snippet(**text, marked, 240, request.html);
             }
             result.hits.push_back(std::move(hit));
             last_key = key;
