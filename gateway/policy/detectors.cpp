@@ -8,6 +8,7 @@
 // number of its own.
 #include "gateway/policy/detectors.h"
 
+#include <re2/filtered_re2.h>
 #include <re2/re2.h>
 #include <re2/set.h>
 
@@ -384,6 +385,53 @@ RE2::Options custom_pattern_options(std::int64_t max_memory) {
     return options;
 }
 
+// The literals every match of `pattern` contains, from RE2's prefilter analysis (FilteredRE2):
+// an atom is required when the prefilter fails without it. Only atoms of ASCII bytes that are not
+// letters are kept: the prefilter lower-cases its atoms and folds case the Unicode way ("k" also
+// stands for U+212A KELVIN SIGN), while '@', '.', '-' or digits stand for themselves only, so
+// counting their bytes in the text as it is stays a true upper bound.
+std::vector<std::string> required_literals(const std::string& pattern) {
+    constexpr std::size_t kMaxAtoms = 64;  // the check below asks the prefilter once per atom
+    re2::FilteredRE2 filter(1);
+    int id = 0;
+    if (filter.Add(pattern, custom_pattern_options(kPatternMemoryBytes), &id) != RE2::NoError) return {};
+    std::vector<std::string> atoms;
+    filter.Compile(&atoms);
+    std::vector<std::string> required;
+    if (atoms.empty() || atoms.size() > kMaxAtoms) return required;
+    for (std::size_t i = 0; i < atoms.size(); ++i) {
+        const bool plain = !atoms[i].empty() && std::all_of(atoms[i].begin(), atoms[i].end(), [](char c) {
+            return static_cast<unsigned char>(c) < 0x80 && !is_letter(c);
+        });
+        if (!plain) continue;
+        std::vector<int> others, passing;
+        for (std::size_t j = 0; j < atoms.size(); ++j)
+            if (j != i) others.push_back(static_cast<int>(j));
+        filter.AllPotentials(others, &passing);
+        if (passing.empty()) required.push_back(atoms[i]);
+    }
+    return required;
+}
+
+// Occurrences of `literal` in `text` (overlapping ones too), counting stops at `cap`.
+std::size_t count_occurrences(std::string_view text, std::string_view literal, std::size_t cap) {
+    std::size_t count = 0;
+    if (literal.size() == 1) {
+        const char* at = text.data();
+        const char* const end = text.data() + text.size();
+        while (count < cap && at < end) {
+            at = static_cast<const char*>(std::memchr(at, literal.front(), static_cast<std::size_t>(end - at)));
+            if (!at) break;
+            ++count;
+            ++at;
+        }
+        return count;
+    }
+    for (std::size_t at = text.find(literal); count < cap && at != std::string_view::npos; at = text.find(literal, at + 1))
+        ++count;
+    return count;
+}
+
 }  // namespace
 
 // ---- names ----
@@ -537,6 +585,7 @@ struct CustomDetectors::State {
         std::string name;
         std::unique_ptr<RE2> regex;
         std::size_t max_matches = 0;  // 0: the caller's limit only
+        std::vector<std::string> required;  // literals every match contains (required_literals)
     };
     std::vector<Pattern> patterns;
     std::unique_ptr<RE2::Set> set;  // over every pattern, when compiled and current
@@ -557,7 +606,8 @@ Status CustomDetectors::add(std::string name, std::string pattern, std::size_t m
         if (!regex->ok()) {
             return Error::permanent("policy.pattern", "custom detector \"" + name + "\": bad pattern: " + regex->error());
         }
-        state_->patterns.push_back(State::Pattern{std::move(name), std::move(regex), max_matches});
+        std::vector<std::string> required = required_literals(pattern);
+        state_->patterns.push_back(State::Pattern{std::move(name), std::move(regex), max_matches, std::move(required)});
         state_->set.reset();
     } catch (const std::exception& error) {
         return Error::temporary("policy.pattern", "custom detector \"" + name + "\": " + error.what());
@@ -609,6 +659,15 @@ std::vector<Finding> CustomDetectors::find(std::string_view text, std::size_t li
         for (std::size_t i = 0; i < matched.size(); ++i) matched[i] = static_cast<int>(i);
     }
     return find_matched(text, std::move(matched), limit_per_pattern);
+}
+
+std::size_t CustomDetectors::match_bound(int index, std::string_view text, std::size_t cap) const {
+    if (!state_ || index < 0 || static_cast<std::size_t>(index) >= state_->patterns.size()) return cap;
+    // Matches do not overlap and each holds an occurrence of every required literal.
+    std::size_t bound = cap;
+    for (const std::string& literal : state_->patterns[static_cast<std::size_t>(index)].required)
+        bound = count_occurrences(text, literal, bound);
+    return bound;
 }
 
 std::vector<std::string> CustomDetectors::pattern_texts() const {

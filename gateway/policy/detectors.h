@@ -10,7 +10,9 @@
 // Speed: the built-ins share one hand-written pass (no regex): it jumps from digit to digit with
 // SSE2 and validates each digit group in place, so all three together cost about one scan.
 // Custom patterns cost one RE2::Set pass, plus one RE2 search per match of the patterns that
-// matched. tests/unit/test_policy_detectors.cpp (PolicyDetectorSpeed.*) prints the MB/s.
+// matched; match_bound() lets a caller that needs N matches skip that search where a literal every
+// match holds (the "@" of an address) occurs fewer than N times. tests/unit/test_policy_detectors.cpp
+// (PolicyDetectorSpeed.*) prints the MB/s.
 //
 // What each built-in accepts (bytes; "word byte" = ASCII letter, digit or '_'; a byte >= 0x80 is
 // never a word byte, so a number right after or before a non-ASCII letter is still found):
@@ -142,6 +144,12 @@ public:
     // order; e.g. from its own RE2::Set over pattern_texts() and more): only those are counted.
     std::vector<Finding> find_matched(std::string_view text, std::vector<int> matched,
                                       std::size_t limit_per_pattern = 1000) const;
+    // At least the number of matches find() counts for pattern `index` (add() order) in `text`,
+    // at most `cap`: how often a literal that every match of the pattern holds occurs in the text
+    // (memchr, GB/s) — "@" and "." for an e-mail address pattern —, or `cap` when RE2's prefilter
+    // finds no such literal of ASCII non-letters. Lets a caller that needs `cap` matches skip the
+    // search when they cannot be there.
+    std::size_t match_bound(int index, std::string_view text, std::size_t cap) const;
     // Each pattern's RE2 text, in add() order.
     std::vector<std::string> pattern_texts() const;
 

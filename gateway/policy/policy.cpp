@@ -88,7 +88,8 @@ struct GlobList {
 
     static bool one(const std::string& pattern, const std::string& value, bool domain) {
         if (fnmatch(pattern.c_str(), value.c_str(), 0) == 0) return true;
-        return domain && value.size() > pattern.size() && value.ends_with("." + pattern);
+        return domain && value.size() > pattern.size() && value.ends_with(pattern) &&
+               value[value.size() - pattern.size() - 1] == '.';
     }
     // The pattern that matched, when it holds.
     std::optional<std::string> match(const std::string& value) const {
@@ -159,15 +160,18 @@ struct Policy::Compiled {
     std::string adhoc_fallback = "bounce";
     std::vector<Rule> rules;
     std::vector<std::string> subject_patterns, text_patterns;
+    // One pass over the subject for every rule's subject patterns (indexes
+    // 0..subject_patterns.size()-1) and the custom detectors' patterns (the rest) together; and
+    // one over each body or attachment text for the text patterns and the custom patterns.
     std::unique_ptr<RE2::Set> subject_set;
-    // One pass over each body or attachment text for every rule's text patterns (indexes
-    // 0..text_patterns.size()-1) and the custom detectors' patterns (the rest) together.
     std::unique_ptr<RE2::Set> unit_set;
     std::vector<std::unique_ptr<RE2>> subject_res, text_res;
     std::vector<std::unique_ptr<RE2>> header_res;
     std::vector<std::string> custom_names;
+    std::vector<std::size_t> custom_min_counts;  // per custom detector, as custom_names
     CustomDetectors customs;
     bool uses_detectors = false, uses_text = false, uses_attachments = false;
+    bool uses_builtins = false;  // a rule names a built-in detector
     // The header fields evaluate() keeps (lower case): those of header conditions and the ad-hoc triggers.
     std::set<std::string, std::less<>> header_names = {"x-postvault-encrypt", "sensitivity"};
 };
@@ -398,6 +402,7 @@ private:
                         continue;
                     }
                     c.detectors.push_back(*kind);
+                    out_.uses_builtins = true;
                 }
                 out_.uses_detectors = true;
             } else if (k == "min_count") {
@@ -434,6 +439,7 @@ private:
                     one.value = *name;
                     one.min_count = min_count;
                     out_.custom_names.push_back(unique);
+                    out_.custom_min_counts.push_back(min_count);
                     c.children.push_back(std::move(one));
                 }
                 out_.uses_detectors = true;
@@ -546,9 +552,17 @@ private:
     std::vector<std::string> problems_;
 };
 
+// An envelope address as the conditions compare it: lower case, and its domain.
+struct Party {
+    std::string address, domain;
+    Party() = default;
+    explicit Party(const std::string& raw) : address(lower(raw)), domain(domain_of(address)) {}
+};
+
 // What a message offers the conditions: computed once, whatever the number of rules.
 struct Facts {
-    std::string mail_from, sender_domain, direction, subject;
+    std::string direction, subject;
+    Party sender;
     std::uint64_t size = 0;
     search::Content content;
     struct Unit {
@@ -564,26 +578,33 @@ struct Facts {
 };
 
 bool evaluate_condition(const Policy::Compiled& policy, const Condition& c, const Facts& facts,
-                        const std::string& recipient, std::vector<std::string>& evidence);
+                        const Party& recipient, std::vector<std::string>& evidence);
 
-// The indices of the set's patterns that match `text`, sorted. Should the set's DFA run out of
-// memory on a text, every pattern is asked on its own: a match is never missed silently.
-std::vector<int> set_matches(const RE2::Set* set, const std::vector<std::unique_ptr<RE2>>& patterns,
-                             std::string_view text) {
-    std::vector<int> hits;
-    if (!set) return hits;
-    RE2::Set::ErrorInfo error{};
+// One pass of `set` (the rules' patterns for this kind of text, then the custom patterns) over
+// `text`: the rules' patterns that match into `pattern_hits`, the custom ones into `custom_hits`,
+// both sorted. Should the set's DFA run out of memory on a text, every rule pattern is asked on
+// its own and every custom pattern is counted: a match is never missed silently.
+void match_set(const RE2::Set* set, const std::vector<std::unique_ptr<RE2>>& patterns, std::size_t custom_count,
+               std::string_view text, std::vector<int>& pattern_hits, std::vector<int>& custom_hits) {
+    if (!set) return;
+    const int pattern_count = static_cast<int>(patterns.size());
     const re2::StringPiece input(text.data(), text.size());
-    if (!set->Match(input, &hits, &error) && error.kind != RE2::Set::kNoError) {
-        hits.clear();
-        for (std::size_t i = 0; i < patterns.size(); ++i)
-            if (RE2::PartialMatch(input, *patterns[i])) hits.push_back(static_cast<int>(i));
+    std::vector<int> hits;
+    RE2::Set::ErrorInfo error{};
+    if (set->Match(input, &hits, &error) || error.kind == RE2::Set::kNoError) {
+        std::sort(hits.begin(), hits.end());
+        for (const int hit : hits) {
+            if (hit < pattern_count) pattern_hits.push_back(hit);
+            else custom_hits.push_back(hit - pattern_count);
+        }
+        return;
     }
-    std::sort(hits.begin(), hits.end());
-    return hits;
+    for (int i = 0; i < pattern_count; ++i)
+        if (RE2::PartialMatch(input, *patterns[static_cast<std::size_t>(i)])) pattern_hits.push_back(i);
+    for (std::size_t i = 0; i < custom_count; ++i) custom_hits.push_back(static_cast<int>(i));
 }
 
-bool all_of(const Policy::Compiled& policy, const Condition& c, const Facts& facts, const std::string& recipient,
+bool all_of(const Policy::Compiled& policy, const Condition& c, const Facts& facts, const Party& recipient,
             std::vector<std::string>& evidence) {
     std::vector<std::string> collected;
     for (const auto& child : c.children)
@@ -593,7 +614,7 @@ bool all_of(const Policy::Compiled& policy, const Condition& c, const Facts& fac
 }
 
 bool evaluate_condition(const Policy::Compiled& policy, const Condition& c, const Facts& facts,
-                        const std::string& recipient, std::vector<std::string>& evidence) {
+                        const Party& recipient, std::vector<std::string>& evidence) {
     using Kind = Condition::Kind;
     switch (c.kind) {
         case Kind::all: return all_of(policy, c, facts, recipient, evidence);
@@ -612,8 +633,8 @@ bool evaluate_condition(const Policy::Compiled& policy, const Condition& c, cons
         case Kind::recipient_domain: {
             const bool is_sender = c.kind == Kind::sender || c.kind == Kind::sender_domain;
             const bool is_domain = c.kind == Kind::sender_domain || c.kind == Kind::recipient_domain;
-            const std::string address = lower(is_sender ? facts.mail_from : recipient);
-            const std::string value = is_domain ? domain_of(address) : address;
+            const Party& party = is_sender ? facts.sender : recipient;
+            const std::string& value = is_domain ? party.domain : party.address;
             auto matched = c.globs.match(value);
             if (!matched) return false;
             evidence.push_back(std::string(is_sender ? "sender " : "recipient ") + (is_domain ? "domain " : "") + value +
@@ -732,32 +753,26 @@ Result<std::shared_ptr<const Policy>> Policy::parse(const std::string& text, con
         else reader.problem(node->source(), "'policy' must be a table");
     }
     Compiled& c = *policy->compiled_;
-    // One pass per text for all patterns: RE2::Sets of every rule's patterns.
-    auto build_set = [&](const std::vector<std::string>& patterns, std::unique_ptr<RE2::Set>& set) {
-        if (patterns.empty()) return;
-        RE2::Options options;
-        options.set_case_sensitive(false);
-        options.set_log_errors(false);
-        options.set_max_mem(64 << 20);  // room for the DFA of many patterns
-        set = std::make_unique<RE2::Set>(options, RE2::UNANCHORED);
-        for (const auto& pattern : patterns) set->Add(pattern, nullptr);
-        if (!set->Compile()) reader.problem(root.source(), "the policy's patterns are too large to compile together");
-    };
-    build_set(c.subject_patterns, c.subject_set);
     if (auto compiled = c.customs.compile(); !compiled) reader.problem(root.source(), compiled.error().message);
-    // Text patterns are case-insensitive, custom patterns are not: one set, flags per pattern.
-    std::vector<std::string> unit_patterns;
-    for (const auto& pattern : c.text_patterns) unit_patterns.push_back("(?i:" + pattern + ")");
-    if (c.uses_detectors)
-        for (auto& pattern : c.customs.pattern_texts()) unit_patterns.push_back(std::move(pattern));
-    if (!unit_patterns.empty()) {
+    // One pass per text for all patterns: an RE2::Set of the rules' patterns for that kind of
+    // text (case-insensitive) and the custom patterns (case-sensitive unless they say otherwise).
+    const std::vector<std::string> custom_patterns = c.uses_detectors ? c.customs.pattern_texts() : std::vector<std::string>();
+    auto build_set = [&](const std::vector<std::string>& patterns, std::unique_ptr<RE2::Set>& set) {
+        if (patterns.empty() && custom_patterns.empty()) return;
         RE2::Options options;
         options.set_log_errors(false);
         options.set_max_mem(256 << 20);  // a cap: the DFA grows only as far as the text needs (measured: 64 MiB was 4% slower)
-        c.unit_set = std::make_unique<RE2::Set>(options, RE2::UNANCHORED);
-        for (const auto& pattern : unit_patterns) c.unit_set->Add(pattern, nullptr);
-        if (!c.unit_set->Compile()) reader.problem(root.source(), "the policy's patterns are too large to compile together");
-    }
+        set = std::make_unique<RE2::Set>(options, RE2::UNANCHORED);
+        // Each pattern is parsed on its own: a leading (?i) holds for all of it, even after an
+        // unterminated \Q (which would swallow the ")" of a "(?i:...)" group).
+        bool added = true;
+        for (const auto& pattern : patterns) added = set->Add("(?i)" + pattern, nullptr) >= 0 && added;
+        for (const auto& pattern : custom_patterns) added = set->Add(pattern, nullptr) >= 0 && added;
+        if (!added) reader.problem(root.source(), "the policy's patterns do not compile together");
+        else if (!set->Compile()) reader.problem(root.source(), "the policy's patterns are too large to compile together");
+    };
+    build_set(c.subject_patterns, c.subject_set);
+    build_set(c.text_patterns, c.unit_set);
     if (!reader.problems().empty()) {
         std::string all;
         for (const auto& line : reader.problems()) all += (all.empty() ? "" : "\n") + line;
@@ -829,7 +844,6 @@ Verdict Policy::evaluate(const Envelope& envelope, std::string_view message) con
     using Clock = std::chrono::steady_clock;
     const auto started = Clock::now();
     Facts facts;
-    facts.mail_from = envelope.mail_from;
     facts.direction = envelope.direction;
     facts.size = message.size();
     // Only what the rules look at: without text, detector or attachment conditions, the header
@@ -879,41 +893,48 @@ Verdict Policy::evaluate(const Envelope& envelope, std::string_view message) con
     }
 
     const auto extracted = Clock::now();
-    facts.subject_hits = set_matches(c.subject_set.get(), c.subject_res, facts.subject);
+    facts.sender = Party(envelope.mail_from);
+    const std::size_t custom_count = c.uses_detectors ? c.customs.size() : 0;
+    std::vector<int> subject_custom_hits;
+    match_set(c.subject_set.get(), c.subject_res, custom_count, facts.subject, facts.subject_hits, subject_custom_hits);
     facts.text_hits.assign(c.text_patterns.size(), {});
+    // All three built-ins, even when the rules name fewer: a card number inside an IBAN is the IBAN's.
     static constexpr DetectorKind kBuiltins[] = {DetectorKind::credit_card, DetectorKind::us_ssn, DetectorKind::iban};
     auto keep_findings = [&](const std::string& where, std::string_view text, std::vector<Finding> custom) {
-        for (auto& finding : find_builtins(kBuiltins, text)) {  // one pass for all three
-            const auto kind = parse_detector(finding.detector);
-            if (kind) facts.findings[*kind].emplace_back(std::move(finding), where);
+        if (c.uses_builtins) {
+            for (auto& finding : find_builtins(kBuiltins, text)) {  // one pass for all three
+                const auto kind = parse_detector(finding.detector);
+                if (kind) facts.findings[*kind].emplace_back(std::move(finding), where);
+            }
         }
         for (auto& finding : custom) facts.custom_findings[finding.detector].emplace_back(std::move(finding), where);
     };
-    if (c.uses_detectors) keep_findings("subject", facts.subject, c.customs.find(facts.subject));
-    const int text_count = static_cast<int>(c.text_patterns.size());
+    if (c.uses_detectors) keep_findings("subject", facts.subject, c.customs.find_matched(facts.subject, subject_custom_hits));
+    // Per unit, the custom patterns that match in it.
+    std::vector<std::vector<int>> custom_hits(facts.units.size());
     for (std::size_t u = 0; u < facts.units.size(); ++u) {
-        const Facts::Unit& unit = facts.units[u];
-        const re2::StringPiece input(unit.text.data(), unit.text.size());
-        std::optional<std::vector<int>> custom_hits;  // unset: ask the custom detectors themselves
-        if (c.unit_set) {
-            std::vector<int> hits;
-            RE2::Set::ErrorInfo error{};
-            if (c.unit_set->Match(input, &hits, &error) || error.kind == RE2::Set::kNoError) {
-                custom_hits.emplace();
-                for (int hit : hits) {
-                    if (hit < text_count) facts.text_hits[static_cast<std::size_t>(hit)].push_back(u);
-                    else custom_hits->push_back(hit - text_count);
-                }
-            } else {  // the set's DFA ran out of memory on this text: each pattern on its own
-                for (int i = 0; i < text_count; ++i)
-                    if (RE2::PartialMatch(input, *c.text_res[static_cast<std::size_t>(i)]))
-                        facts.text_hits[static_cast<std::size_t>(i)].push_back(u);
-            }
+        std::vector<int> text_hits;
+        match_set(c.unit_set.get(), c.text_res, custom_count, facts.units[u].text, text_hits, custom_hits[u]);
+        for (const int hit : text_hits) facts.text_hits[static_cast<std::size_t>(hit)].push_back(u);
+    }
+    if (c.uses_detectors) {
+        // Counting a pattern's matches is a search per match; skip the patterns that cannot reach
+        // their min_count in this message anyway: what the subject had, plus per unit an upper
+        // bound (CustomDetectors::match_bound, e.g. the "@" of an e-mail address pattern).
+        for (std::size_t i = 0; i < c.custom_names.size(); ++i) {
+            const int index = static_cast<int>(i);
+            const std::size_t needed = c.custom_min_counts[i];
+            auto in_subject = facts.custom_findings.find(c.custom_names[i]);
+            std::size_t possible = in_subject == facts.custom_findings.end() ? 0 : in_subject->second.size();
+            for (std::size_t u = 0; u < facts.units.size() && possible < needed; ++u)
+                if (std::find(custom_hits[u].begin(), custom_hits[u].end(), index) != custom_hits[u].end())
+                    possible += c.customs.match_bound(index, facts.units[u].text, needed - possible);
+            if (possible < needed)
+                for (auto& hits : custom_hits) std::erase(hits, index);
         }
-        if (c.uses_detectors)
-            keep_findings(unit.where, unit.text,
-                          custom_hits ? c.customs.find_matched(unit.text, std::move(*custom_hits))
-                                      : c.customs.find(unit.text));
+        for (std::size_t u = 0; u < facts.units.size(); ++u)
+            keep_findings(facts.units[u].where, facts.units[u].text,
+                          c.customs.find_matched(facts.units[u].text, std::move(custom_hits[u])));
     }
 
     // Ad-hoc triggers.
@@ -943,9 +964,10 @@ Verdict Policy::evaluate(const Envelope& envelope, std::string_view message) con
             encrypt_decided = true;
             for (const auto& text : adhoc) decision.evidence.push_back({"adhoc", text});
         }
+        const Party party(recipient);
         for (const auto& rule : c.rules) {
             std::vector<std::string> evidence;
-            if (!evaluate_condition(c, rule.when, facts, recipient, evidence)) continue;
+            if (!evaluate_condition(c, rule.when, facts, party, evidence)) continue;
             decision.rules.push_back(rule.name);
             for (auto& text : evidence) decision.evidence.push_back({rule.name, std::move(text)});
             Actions& a = decision.actions;

@@ -118,6 +118,41 @@ then = { encrypt = ["smime", "hold"], tag = ["deal"] }
     EXPECT_TRUE(no_keyword.recipients[0].rules.empty());
 }
 
+TEST(Policy, CustomPatternCountsAddUpOverSubjectBodyAndAttachments) {
+    auto policy = load(R"(
+[[policy.rules]]
+name = "addresses"
+when = { patterns = [{ name = "address", pattern = "[a-z0-9.]+@[a-z0-9.-]+\\.[a-z]{2,}", min_count = 4 }] }
+then = { tag = ["addresses"] }
+[[policy.rules]]
+name = "tickets"
+when = { patterns = [{ name = "ticket", pattern = "[A-Z]{2,5}-[0-9]{3,6}", min_count = 2 }] }
+then = { tag = ["tickets"] }
+)");
+    ASSERT_TRUE(policy);
+    // One address in the subject, two in the body, two in the attachment: 5 found, at least 4.
+    auto five = run(*policy, message("from a@x.example", "b@x.example, c@x.example", "", "list.txt",
+                                     "d@x.example\nand e@x.example\n"));
+    ASSERT_EQ(five.recipients[0].rules, std::vector<std::string>({"addresses"}));
+    EXPECT_EQ(five.recipients[0].evidence[0].text, "pattern 'address' \"a@x.…mple\" in subject (5 found, at least 4)");
+    // Three addresses and some "@" that are none: the rule does not fire.
+    auto three = run(*policy, message("a@x.example", "b@x.example @ @@ c@x.example", "", "list.txt", "@home"));
+    EXPECT_TRUE(three.recipients[0].rules.empty());
+    // Counting stops at min_count in each text: 4 + 4 + 1.
+    auto many = run(*policy, message("a@x.example", std::string(6, 'x') + " f@x.example g@x.example h@x.example "
+                                     "i@x.example j@x.example", "", "list.txt", "k@x.example l@x.example m@x.example "
+                                     "n@x.example o@x.example"));
+    ASSERT_EQ(many.recipients[0].rules, std::vector<std::string>({"addresses"}));
+    EXPECT_NE(many.recipients[0].evidence[0].text.find("(9 found, at least 4)"), std::string::npos)
+        << many.recipients[0].evidence[0].text;
+    // A dash in each text, one ticket in all: not enough; two tickets: enough.
+    EXPECT_TRUE(run(*policy, message("x-y", "ABC-1234 and a-b", "", "a.txt", "-")).recipients[0].rules.empty());
+    auto tickets = run(*policy, message("ABC-1234", "none", "", "a.txt", "see XY-999"));
+    ASSERT_EQ(tickets.recipients[0].rules, std::vector<std::string>({"tickets"}));
+    EXPECT_NE(tickets.recipients[0].evidence[0].text.find("(2 found, at least 2)"), std::string::npos)
+        << tickets.recipients[0].evidence[0].text;
+}
+
 TEST(Policy, AdhocTriggersAndTagRemoval) {
     auto policy = load("[policy]\nadhoc_subject_tag = \"[secure]\"\nadhoc_encrypt = [\"pgp\", \"hold\"]\n");
     ASSERT_TRUE(policy);

@@ -567,6 +567,33 @@ TEST(PolicyDetectorCustom, Utf8EmptyMatchesAndUncompiledUse) {
     EXPECT_EQ(written_of(moved.find(text)).size(), 5u);
 }
 
+TEST(PolicyDetectorCustom, MatchBoundNeverBelowTheMatches) {
+    CustomDetectors detectors;
+    ASSERT_TRUE(detectors.add("email", "[a-z0-9._%+-]+@[a-z0-9.-]+\\.[a-z]{2,}").ok());  // "@" and "."
+    ASSERT_TRUE(detectors.add("hex", "\\b[0-9a-f]{40}\\b").ok());                     // no literal
+    ASSERT_TRUE(detectors.add("kelvin", "(?i)k@").ok());                                // letters: not used
+    ASSERT_TRUE(detectors.add("double", "@@").ok());                                    // overlapping
+    ASSERT_TRUE(detectors.add("either", "a@b|c#d").ok());                               // no single literal
+    ASSERT_TRUE(detectors.compile().ok());
+
+    const std::string text = "x@y.example, z@w.example and @@@ \xE2\x84\xAA@ k@ c#d";
+    const std::vector<std::string> names = {"email", "hex", "kelvin", "double", "either"};
+    std::vector<std::size_t> matches(names.size());
+    for (const Finding& finding : detectors.find(text))
+        ++matches[static_cast<std::size_t>(std::find(names.begin(), names.end(), finding.detector) - names.begin())];
+    for (std::size_t i = 0; i < names.size(); ++i)
+        EXPECT_GE(detectors.match_bound(static_cast<int>(i), text, 100), matches[i]) << names[i];
+    EXPECT_EQ(detectors.match_bound(0, text, 100), 2u);   // seven "@", two "."
+    EXPECT_EQ(detectors.match_bound(0, text, 1), 1u);     // capped
+    EXPECT_EQ(detectors.match_bound(0, "no at sign. none.", 100), 0u);
+    EXPECT_EQ(detectors.match_bound(1, text, 100), 100u);  // nothing to count: the cap
+    EXPECT_EQ(matches[2], 2u);                             // U+212A KELVIN SIGN folds to k
+    EXPECT_EQ(detectors.match_bound(2, text, 100), 100u);
+    EXPECT_EQ(detectors.match_bound(3, text, 100), 2u);   // "@@@" holds "@@" twice
+    EXPECT_EQ(detectors.match_bound(4, text, 100), 100u);
+    EXPECT_EQ(detectors.match_bound(7, text, 100), 100u);  // no such pattern: the cap
+}
+
 // ---- speed ----
 
 std::filesystem::path find_corpus_file() {
