@@ -255,14 +255,15 @@ int run_serve(const std::string& config_path) {
 
     delivery::Engine engine(io, **queue, config);
     // The gateway's OpenPGP keyring: what the policy's "pgp" and "sign" need at delivery.
-    // Its gpg runs are forked from postvault-pgp workers next to this program, one per delivery
-    // worker thread (gateway/crypto/gpg_engine.h): forking this process costs far more.
+    // Its gpg runs are forked from postvault-pgp workers next to this program, one per thread
+    // the engine gives its Protector (gateway/crypto/gpg_engine.h): forking this process costs
+    // far more.
     std::string pgp_worker = sibling_program("postvault-pgp");
     if (::access(pgp_worker.c_str(), X_OK) != 0) {
         spdlog::warn("pgp: {} is missing; gpg runs from the server process (slower)", pgp_worker);
         pgp_worker.clear();
     }
-    auto opened_keyring = crypto::Keyring::open(config->pgp, pgp_worker, worker_threads);
+    auto opened_keyring = crypto::Keyring::open(config->pgp, pgp_worker, delivery::kProtectionThreads);
     if (!opened_keyring) {
         std::cerr << opened_keyring.error().message << "\n";
         return 1;

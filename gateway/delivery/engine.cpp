@@ -167,6 +167,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
           queue(message_queue),
           scheduler(asio::make_strand(io_context)),
           workers(kWorkerThreads),
+          protection(kProtectionThreads),
           pool(std::make_shared<ConnectionPool>(io_context.get_executor())),
           config(std::move(initial)),
           tls(std::make_shared<TlsClientContext>(config->delivery.ca_file)),
@@ -178,6 +179,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
     Protector protector;               // set before start()
     asio::any_io_executor scheduler;
     asio::thread_pool workers;
+    asio::thread_pool protection;  // Protector calls only (engine.h)
     std::shared_ptr<ConnectionPool> pool;
 
     mutable std::mutex mutex;  // guards the members up to `random`
@@ -475,7 +477,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
                 return self->protect(attempt->message.envelope, recipient.address, asked, attempt->bytes);
             };
         };
-        auto made = co_await run_blocking(self->workers, run_protector(handling));
+        auto made = co_await run_blocking(self->protection, run_protector(handling));
         if (made) {
             bytes = std::move(made->message);
             outcome.method = made->method;
@@ -499,7 +501,7 @@ struct Engine::Impl : std::enable_shared_from_this<Engine::Impl> {
         if (!handling.sign) co_return std::nullopt;
         queue::Handling sign_only = handling;
         sign_only.encrypt.clear();
-        auto signed_only = co_await run_blocking(self->workers, run_protector(sign_only));
+        auto signed_only = co_await run_blocking(self->protection, run_protector(sign_only));
         if (!signed_only) co_return signed_only.error();
         bytes = std::move(signed_only->message);
         co_return std::nullopt;
@@ -765,6 +767,7 @@ void Engine::set_protector(Protector protector) { impl_->protector = std::move(p
 Engine::~Engine() {
     impl_->stopping = true;
     impl_->pool->shut_down();
+    impl_->protection.join();
     impl_->workers.join();
 }
 

@@ -50,12 +50,17 @@ struct Protection {
 };
 
 // Encrypts and/or signs `message` for one recipient as `handling` asks; runs
-// on a worker thread and may block (key lookups). Errors: "policy.no_method"
+// on one of kProtectionThreads threads of its own (not the queue's workers:
+// a protector blocks for a gpg run or a key lookup, and queue writes must not
+// wait behind it) and may block. Errors: "policy.no_method"
 // when no method in handling.encrypt can serve this recipient (the fallback
 // applies); a temporary error to retry later (a key server did not answer, no
 // signing key yet); any other permanent error bounces the recipient.
 using Protector = std::function<Result<Protection>(const Envelope& envelope, const std::string& recipient,
                                                    const queue::Handling& handling, const std::string& message)>;
+
+// Protector calls at once (the OpenPGP engine starts as many gpg workers).
+inline constexpr std::size_t kProtectionThreads = 4;
 
 struct DeliveryStats {
     std::size_t active_connections = 0;
