@@ -357,6 +357,16 @@ Result<LookupResult> Keyring::lookup(const std::string& raw_address, bool verifi
         }
     }
     LookupResult result;
+    // After a fetch: the key it brought for the address, if any, as this lookup's result.
+    auto found_after_fetch = [&](const std::string& step) -> Result<std::optional<LookupResult>> {
+        auto keys = impl_->snapshot();
+        if (!keys) return keys.error();
+        auto found = impl_->select(*keys, address, step, now);
+        if (!found) return std::optional<LookupResult>();
+        result.key = *found;
+        result.source = step;
+        return std::optional<LookupResult>(result);
+    };
     for (const auto& step : impl_->config.lookup) {
         if (verified_only && step != "local") {
             result.tried.push_back(step + ": skipped (the policy asks for a verified key)");
@@ -381,23 +391,15 @@ Result<LookupResult> Keyring::lookup(const std::string& raw_address, bool verifi
             }
             for (const auto& url : {urls->advanced, urls->direct}) {
                 result.tried.push_back(impl_->fetch_and_import(*this, "wkd", url));
-                auto again = impl_->snapshot();
-                if (!again) return again.error();
-                if (auto found = impl_->select(*again, address, "wkd", now)) {
-                    result.key = *found;
-                    result.source = step;
-                    return result;
-                }
+                auto found = found_after_fetch(step);
+                if (!found) return found.error();
+                if (*found) return std::move(**found);
             }
         } else if (step == "ldap") {
             result.tried.push_back(impl_->ldap_and_import(*this, address));
-            auto again = impl_->snapshot();
-            if (!again) return again.error();
-            if (auto found = impl_->select(*again, address, "ldap", now)) {
-                result.key = *found;
-                result.source = step;
-                return result;
-            }
+            auto found = found_after_fetch(step);
+            if (!found) return found.error();
+            if (*found) return std::move(**found);
         } else if (step == "keyserver") {
             if (impl_->config.keyservers.empty()) result.tried.push_back("keyserver: none configured");
             for (const auto& server : impl_->config.keyservers) {
@@ -407,13 +409,9 @@ Result<LookupResult> Keyring::lookup(const std::string& raw_address, bool verifi
                     continue;
                 }
                 result.tried.push_back(impl_->fetch_and_import(*this, "keyserver", *url));
-                auto again = impl_->snapshot();
-                if (!again) return again.error();
-                if (auto found = impl_->select(*again, address, "keyserver", now)) {
-                    result.key = *found;
-                    result.source = step;
-                    return result;
-                }
+                auto found = found_after_fetch(step);
+                if (!found) return found.error();
+                if (*found) return std::move(**found);
             }
         } else {
             result.tried.push_back(step + ": not available in this build");
