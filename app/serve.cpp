@@ -386,6 +386,20 @@ int run_serve(const std::string& config_path) {
     relay_sink.commit = relay_commit;
     relay_sink.has_room = [&message_queue] { return message_queue.disk_has_room(); };
     relay_sink.committed = [&engine](const std::string& queue_id) { engine.enqueue(queue_id); };
+    // Rules on the addresses alone refuse a recipient at RCPT: the others of the message still go.
+    relay_sink.refuse_recipient = [&config_lock, &active_policy](const std::string& mail_from,
+                                                                 const std::string& recipient) -> std::optional<std::string> {
+        std::shared_ptr<const policy::Policy> current;
+        {
+            std::lock_guard lock(config_lock);
+            current = active_policy;
+        }
+        auto refusal = current->refusal_at_rcpt(mail_from, recipient);
+        if (!refusal) return std::nullopt;
+        spdlog::info("policy: refused <{}> from <{}> at RCPT: rule {}: {}", recipient, mail_from, refusal->rule,
+                     refusal->text);
+        return refusal->text;
+    };
     smtp::Server server(io, workers, relay_sink, config);
 
     // The journal listener only archives (BCC or Exchange journal copies).

@@ -996,6 +996,56 @@ Verdict Policy::evaluate(const Envelope& envelope, std::string_view message) con
     return verdict;
 }
 
+namespace {
+
+// A condition decided by the envelope's addresses alone (not `direction`: it depends on every
+// recipient of the message, which RCPT time does not know yet).
+bool on_addresses_only(const Condition& c) {
+    using Kind = Condition::Kind;
+    switch (c.kind) {
+        case Kind::sender:
+        case Kind::sender_domain:
+        case Kind::recipient:
+        case Kind::recipient_domain:
+            return true;
+        case Kind::all:
+        case Kind::any:
+        case Kind::negation:
+            return std::all_of(c.children.begin(), c.children.end(), on_addresses_only);
+        default:
+            return false;
+    }
+}
+
+}  // namespace
+
+std::optional<Policy::Refusal> Policy::refusal_at_rcpt(const std::string& mail_from, const std::string& recipient) const {
+    const Compiled& c = *compiled_;
+    Facts facts;
+    facts.sender = Party(mail_from);
+    const Party party(recipient);
+    // A rule that needs the message cannot fire when one of its required address conditions fails.
+    auto cannot_fire = [&](const Condition& when) {
+        if (when.kind != Condition::Kind::all) return false;
+        for (const auto& child : when.children) {
+            std::vector<std::string> ignored;
+            if (on_addresses_only(child) && !evaluate_condition(c, child, facts, party, ignored)) return true;
+        }
+        return false;
+    };
+    for (const auto& rule : c.rules) {
+        if (!on_addresses_only(rule.when)) {
+            if ((rule.stop || !rule.then.reject.empty()) && !cannot_fire(rule.when)) return std::nullopt;
+            continue;
+        }
+        std::vector<std::string> evidence;
+        if (!evaluate_condition(c, rule.when, facts, party, evidence)) continue;
+        if (!rule.then.reject.empty()) return Refusal{rule.name, rule.then.reject};
+        if (rule.stop) return std::nullopt;
+    }
+    return std::nullopt;
+}
+
 nlohmann::json to_json(const Verdict& verdict) {
     nlohmann::json out = {{"recipients", nlohmann::json::array()}, {"strip_subject_tag", verdict.strip_subject_tag}};
     for (const auto& d : verdict.recipients) {

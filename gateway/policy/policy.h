@@ -34,6 +34,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -94,6 +95,18 @@ public:
     static Result<std::shared_ptr<const Policy>> parse(const std::string& text, const std::string& name);
 
     Verdict evaluate(const Envelope& envelope, std::string_view message) const;
+    // At RCPT time, before the message exists: the reject text of the rule that refuses this
+    // recipient whatever the message holds — the first rule in order whose conditions are all on
+    // the sender and recipient (addresses, domains) and that fires with `reject`. Nothing (the
+    // decision waits for the message) when an earlier rule that needs the message (its text,
+    // size, headers, or `direction`, which depends on every recipient) could end the evaluation
+    // (`stop`) or reject on its own — unless one of its address conditions already fails —, or
+    // an earlier address rule fires with `stop`.
+    struct Refusal {
+        std::string rule;
+        std::string text;
+    };
+    std::optional<Refusal> refusal_at_rcpt(const std::string& mail_from, const std::string& recipient) const;
     std::size_t rule_count() const;
     // The subject with the ad-hoc tag removed (once, with the space after it).
     std::string strip_subject_tag(std::string_view subject) const;

@@ -113,6 +113,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         if (role == Role::relay)
             domains->insert(config->smtp.local_domains.begin(), config->smtp.local_domains.end());
         context->is_local_domain = [domains](const std::string& domain) { return domains->count(domain) > 0; };
+        if (role == Role::relay) context->refuse_recipient = sink.refuse_recipient;
         if (!config->smtp.local_domains.empty()) context->postmaster_domain = config->smtp.local_domains.front();
         for (const auto& text : config->smtp.trusted_networks) {
             if (auto network = Network::parse(text)) result->trusted_networks.push_back(*network);

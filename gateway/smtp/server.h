@@ -24,6 +24,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "common/asio.h"
@@ -43,6 +44,9 @@ public:
             commit;
         std::function<bool()> has_room;                        // false below the disk floor: 452
         std::function<void(const std::string& id)> committed;  // after the 250; may be empty
+        // The policy's refusal of a recipient at RCPT (relay role only); may be empty.
+        std::function<std::optional<std::string>(const std::string& mail_from, const std::string& recipient)>
+            refuse_recipient;
     };
 
     Server(asio::io_context& io, asio::thread_pool& workers, Sink sink, std::shared_ptr<const Config> config,

@@ -904,6 +904,9 @@ struct Session::State {
             // the internal server might honour these and relay for a stranger.
             return reply_error("554 5.7.1 <" + path->address + ">: Sender-specified routing is not allowed");
         }
+        if (context->refuse_recipient)
+            if (auto why = context->refuse_recipient(envelope.mail_from, path->address))
+                return reply_error("550 5.7.1 <" + path->address + ">: " + *why);
         std::vector<std::string>& recipients = envelope.recipients;
         if (std::find(recipients.begin(), recipients.end(), path->address) != recipients.end()) {
             return reply("250 2.1.5 Ok");  // a duplicate is accepted and recorded once

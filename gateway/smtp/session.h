@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -45,6 +46,9 @@ struct SessionContext {
     std::function<std::string()> new_queue_id;  // unique, used in Received:
     std::function<bool(const std::string& domain)> is_local_domain;
     std::string postmaster_domain;              // RCPT <postmaster> goes here; empty: refused
+    // The policy's refusal of a recipient at RCPT time (550 5.7.1 with this text); may be empty.
+    std::function<std::optional<std::string>(const std::string& mail_from, const std::string& recipient)>
+        refuse_recipient;
 };
 
 enum class Action { none, commit, verify_auth, start_tls, close };

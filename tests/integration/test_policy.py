@@ -155,6 +155,11 @@ adhoc_subject_tag = "[secure]"
 adhoc_encrypt = ["pgp", "smime", "plain-tls"]
 
 [[policy.rules]]
+name = "competitors"
+when = { recipient_domain = ["competitor.example"] }
+then = { reject = "Mail to competitors is not allowed" }
+
+[[policy.rules]]
 name = "exe"
 when = { attachment_name = [".exe"] }
 then = { reject = "No executables, please" }
@@ -229,6 +234,22 @@ class PolicyRelayTest(PostvaultTestCase):
         self.assertEqual(refused.exception.smtp_code, 554)
         self.assertIn(b"No executables, please", refused.exception.smtp_error)
         self.assertEqual(self.pv.queue_json(), [])
+
+    def test_an_address_rule_refuses_its_recipient_at_rcpt_and_the_others_still_go(self):
+        with smtplib.SMTP("127.0.0.1", self.pv.port, timeout=30) as client:
+            refused = client.sendmail("alice@corp.example", ["Bob@Competitor.Example", "carol@corp.example"],
+                                      message("plans", "see you"))
+        self.assertEqual(list(refused), ["Bob@Competitor.Example"])
+        code, text = refused["Bob@Competitor.Example"]
+        self.assertEqual(code, 550)
+        self.assertIn(b"5.7.1", text)
+        self.assertIn(b"Mail to competitors is not allowed", text)
+        carol = self.at_sink(lambda meta, data: meta["rcpt_tos"] == ["carol@corp.example"], "carol's copy")[0]
+        self.assertIn(b"see you", carol[1])
+        with self.assertRaises(smtplib.SMTPRecipientsRefused):
+            self.send(message("plans", "again"), to=["eve@competitor.example"])
+        self.assertIn("refused <eve@competitor.example> from <alice@corp.example> at RCPT: rule competitors",
+                      self.pv.log_text())
 
     def test_recipients_split_plain_for_one_and_bounce_with_reason_for_the_other(self):
         self.send(message("invoice", "Card 4111 1111 1111 1111"), to=["bob@partner.example", "carol@corp.example"])

@@ -233,3 +233,72 @@ TEST(Policy, MalformedHeadersDoNotStopEvaluation) {
 }
 
 }  // namespace
+
+TEST(Policy, RecipientsRefusedAtRcptOnlyWhenTheAddressesDecide) {
+    auto policy = load(R"(
+[[policy.rules]]
+name = "competitors"
+when = { recipient_domain = ["competitor.example", "*.rival.example"], not = { sender = "ceo@corp.example" } }
+then = { reject = "Mail to competitors is not allowed" }
+[[policy.rules]]
+name = "content"
+when = { subject = "quarterly" }
+then = { tag = ["finance"] }
+[[policy.rules]]
+name = "after-content"
+when = { recipient = "blocked@partner.example" }
+then = { reject = "This address is blocked" }
+)");
+    ASSERT_TRUE(policy);
+    auto refused = policy->refusal_at_rcpt("alice@corp.example", "Bob@Competitor.Example");
+    ASSERT_TRUE(refused);
+    EXPECT_EQ(refused->rule, "competitors");
+    EXPECT_EQ(refused->text, "Mail to competitors is not allowed");
+    EXPECT_TRUE(policy->refusal_at_rcpt("alice@corp.example", "x@mail.rival.example"));
+    EXPECT_FALSE(policy->refusal_at_rcpt("ceo@corp.example", "bob@competitor.example")) << "the not{} exempts the CEO";
+    EXPECT_FALSE(policy->refusal_at_rcpt("alice@corp.example", "bob@partner.example"));
+    // A content rule without stop or reject does not hide a later address rule.
+    auto later = policy->refusal_at_rcpt("alice@corp.example", "blocked@partner.example");
+    ASSERT_TRUE(later);
+    EXPECT_EQ(later->rule, "after-content");
+    // And the message-time verdict agrees.
+    EXPECT_EQ(run(*policy, message("hi", "x"), {"blocked@partner.example"}).recipients[0].actions.reject,
+              "This address is blocked");
+
+    // A rule that needs the message and could stop (or reject) first: the decision waits for DATA.
+    auto waits = load(R"(
+[[policy.rules]]
+name = "secure-ends-here"
+when = { subject = "secure" }
+then = { encrypt = ["pgp", "bounce"], stop = true }
+[[policy.rules]]
+name = "competitors"
+when = { recipient_domain = "competitor.example" }
+then = { reject = "no" }
+)");
+    ASSERT_TRUE(waits);
+    EXPECT_FALSE(waits->refusal_at_rcpt("alice@corp.example", "bob@competitor.example"));
+    EXPECT_EQ(run(*waits, message("hello", "x"), {"bob@competitor.example"}).recipients[0].actions.reject, "no");
+    EXPECT_TRUE(run(*waits, message("secure", "x"), {"bob@competitor.example"}).recipients[0].actions.reject.empty());
+
+    // An earlier address rule with stop that fires ends it too; `direction` waits (it needs every recipient).
+    auto stops = load(R"(
+[[policy.rules]]
+name = "exempt"
+when = { sender = "legal@corp.example" }
+then = { stop = true }
+[[policy.rules]]
+name = "outbound-only"
+when = { direction = "outbound", recipient_domain = "x.example" }
+then = { reject = "no x" }
+[[policy.rules]]
+name = "competitors"
+when = { recipient_domain = "competitor.example" }
+then = { reject = "no" }
+)");
+    ASSERT_TRUE(stops);
+    EXPECT_FALSE(stops->refusal_at_rcpt("legal@corp.example", "bob@competitor.example"));
+    EXPECT_FALSE(stops->refusal_at_rcpt("alice@corp.example", "bob@x.example")) << "a direction rule waits for DATA";
+    // ... but not where its own address condition already fails.
+    EXPECT_TRUE(stops->refusal_at_rcpt("alice@corp.example", "bob@competitor.example"));
+}
