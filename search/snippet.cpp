@@ -2,6 +2,7 @@
 #include "search/snippet.h"
 
 #include <algorithm>
+#include <cctype>
 
 #include "search/text.h"
 
@@ -123,6 +124,42 @@ void append_escaped(std::string& out, std::string_view text, bool html) {
     }
 }
 
+// Near where the first marked word can be: a little before the first place where one of the
+// terms occurs as a string, ASCII case folded (text.size() when none occurs). Words with other
+// characters than ASCII cannot be looked for this way: then 0, and the word scan reads it all.
+std::size_t first_candidate(std::string_view text, const SnippetTerms& terms) {
+    constexpr std::size_t kBlock = 4096, kLead = 160;
+    std::size_t longest = 0;
+    for (const auto* list : {&terms.words, &terms.prefixes})
+        for (const auto& term : *list) {
+            for (unsigned char c : term)
+                if (c >= 0x80) return 0;
+            longest = std::max(longest, term.size());
+        }
+    if (longest == 0) return text.size();
+    std::string lower;
+    for (std::size_t block = 0; block < text.size(); block += kBlock) {
+        const std::size_t block_end = std::min(text.size(), block + kBlock + longest);
+        lower.assign(text.substr(block, block_end - block));
+        for (char& c : lower)
+            if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
+        std::size_t first = std::string::npos;
+        for (const auto* list : {&terms.words, &terms.prefixes})
+            for (const auto& term : *list)
+                if (const std::size_t at = lower.find(term); at != std::string::npos) first = std::min(first, at);
+        if (first != std::string::npos) {
+            if (block + first < kLead) return 0;
+            // Past the word the lead may have cut into.
+            std::size_t from = block + first - kLead;
+            while (from < text.size() && (std::isalnum(static_cast<unsigned char>(text[from])) ||
+                                          static_cast<unsigned char>(text[from]) >= 0x80))
+                ++from;
+            return from;
+        }
+    }
+    return text.size();
+}
+
 bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
 
 }  // namespace
@@ -146,9 +183,10 @@ std::string make_snippet(std::string_view text, const SnippetTerms& terms, std::
     constexpr std::size_t kWordsBefore = 6;
     std::vector<std::size_t> recent;  // starts of the last words seen
     std::size_t start = 0, begin = 0, end = 0;
-    for (std::size_t at = 0; words.next(at, begin, end); at = end) {
+    const std::size_t scan_from = first_candidate(text, terms);
+    for (std::size_t at = scan_from; scan_from < text.size() && words.next(at, begin, end); at = end) {
         if (marker.marks(text.substr(begin, end - begin))) {
-            start = recent.size() < kWordsBefore ? (recent.empty() ? begin : recent.front()) : recent.front();
+            start = recent.empty() ? begin : recent.front();
             break;
         }
         recent.push_back(begin);
