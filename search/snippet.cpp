@@ -162,6 +162,16 @@ std::size_t first_candidate(std::string_view text, const SnippetTerms& terms) {
 
 bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
 
+// `text` with each run of white space as one space.
+std::string collapse_spaces(std::string_view text) {
+    std::string out;
+    for (char c : text) {
+        if (!is_space(c)) out += c;
+        else if (out.empty() || out.back() != ' ') out += ' ';
+    }
+    return out;
+}
+
 }  // namespace
 
 SnippetTerms snippet_terms(const Xapian::Query& query) {
@@ -200,19 +210,8 @@ std::string make_snippet(std::string_view text, const SnippetTerms& terms, std::
     std::size_t at = start;
     bool in_mark = false;
     std::string gap;             // white space and punctuation waiting between two words
-    while (at < text.size()) {
-        if (!words.next(at, begin, end)) {
-            break;
-        }
-        // The gap before the word, white space collapsed.
-        gap.clear();
-        for (std::size_t i = at; i < begin; ++i) {
-            if (is_space(text[i])) {
-                if (gap.empty() || gap.back() != ' ') gap += ' ';
-            } else {
-                gap += text[i];
-            }
-        }
+    while (at < text.size() && words.next(at, begin, end)) {
+        gap = collapse_spaces(text.substr(at, begin - at));
         if (shown == 0 && start == 0) {
             // Leading white space of the text is dropped, leading punctuation kept.
             while (!gap.empty() && gap.front() == ' ') gap.erase(gap.begin());
@@ -235,21 +234,13 @@ std::string make_snippet(std::string_view text, const SnippetTerms& terms, std::
         at = end;
     }
     if (in_mark) out += close;
-    // What follows the last word: its punctuation when the text ends there, else "…".
-    std::size_t rest = at;
-    while (rest < text.size() && is_space(text[rest])) ++rest;
-    if (rest < text.size()) {
-        std::size_t next_begin = 0, next_end = 0;
-        if (words.next(at, next_begin, next_end)) {
-            out += "…";
-        } else {
-            std::string tail(text.substr(at));
-            while (!tail.empty() && is_space(tail.back())) tail.pop_back();
-            std::string collapsed;
-            for (char c : tail)
-                if (!is_space(c) || (!collapsed.empty() && collapsed.back() != ' ')) collapsed += is_space(c) ? ' ' : c;
-            append_escaped(out, collapsed, html);
-        }
+    // What follows the last word: "…" when more words follow, else the text's closing punctuation.
+    if (words.next(at, begin, end)) {
+        out += "…";
+    } else {
+        std::string tail = collapse_spaces(text.substr(at));
+        while (!tail.empty() && tail.back() == ' ') tail.pop_back();
+        append_escaped(out, tail, html);
     }
     return out;
 }

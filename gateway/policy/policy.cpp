@@ -135,7 +135,27 @@ struct Rule {
     Actions then;
     bool sets_encrypt = false;
     bool stop = false;
+    bool on_addresses = false;  // `when` needs the addresses only (on_addresses_only)
 };
+
+// A condition decided by the envelope's addresses alone (not `direction`: it depends on every
+// recipient of the message, which RCPT time does not know yet).
+bool on_addresses_only(const Condition& c) {
+    using Kind = Condition::Kind;
+    switch (c.kind) {
+        case Kind::sender:
+        case Kind::sender_domain:
+        case Kind::recipient:
+        case Kind::recipient_domain:
+            return true;
+        case Kind::all:
+        case Kind::any:
+        case Kind::negation:
+            return std::all_of(c.children.begin(), c.children.end(), on_addresses_only);
+        default:
+            return false;
+    }
+}
 
 std::string detector_label(const std::string& detector) {
     if (detector == "credit_card") return "card number";
@@ -508,6 +528,7 @@ private:
         }
         if (!has_when) problem(node.source(), what + " needs a 'when' table ({} fires always)");
         if (!has_then) problem(node.source(), what + " needs a 'then' table");
+        rule.on_addresses = on_addresses_only(rule.when);
         out_.rules.push_back(std::move(rule));
     }
 
@@ -996,29 +1017,6 @@ Verdict Policy::evaluate(const Envelope& envelope, std::string_view message) con
     return verdict;
 }
 
-namespace {
-
-// A condition decided by the envelope's addresses alone (not `direction`: it depends on every
-// recipient of the message, which RCPT time does not know yet).
-bool on_addresses_only(const Condition& c) {
-    using Kind = Condition::Kind;
-    switch (c.kind) {
-        case Kind::sender:
-        case Kind::sender_domain:
-        case Kind::recipient:
-        case Kind::recipient_domain:
-            return true;
-        case Kind::all:
-        case Kind::any:
-        case Kind::negation:
-            return std::all_of(c.children.begin(), c.children.end(), on_addresses_only);
-        default:
-            return false;
-    }
-}
-
-}  // namespace
-
 std::optional<Policy::Refusal> Policy::refusal_at_rcpt(const std::string& mail_from, const std::string& recipient) const {
     const Compiled& c = *compiled_;
     Facts facts;
@@ -1034,7 +1032,7 @@ std::optional<Policy::Refusal> Policy::refusal_at_rcpt(const std::string& mail_f
         return false;
     };
     for (const auto& rule : c.rules) {
-        if (!on_addresses_only(rule.when)) {
+        if (!rule.on_addresses) {
             if ((rule.stop || !rule.then.reject.empty()) && !cannot_fire(rule.when)) return std::nullopt;
             continue;
         }
