@@ -65,6 +65,7 @@ struct KeysCommand {
     std::string config_path;
     std::string action;          // import | list | lookup | generate | export
     std::string argument;        // import: a key file ("-": standard input); lookup, generate, export: an address
+    std::string address;         // import: the address for keys without user IDs (--address)
     bool json = false;           // list, lookup
     bool armor = true;           // export
 };

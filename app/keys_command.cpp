@@ -77,7 +77,7 @@ int run_keys(const KeysCommand& command) {
             buffer << file.rdbuf();
             data = buffer.str();
         }
-        auto imported = keys.import(data, "imported");
+        auto imported = keys.import(data, "imported", command.address);
         if (!imported) return fail(command.argument + ": " + imported.error().message);
         for (const auto& key : *imported) print_key(key);
         std::cout << imported->size() << " key(s) imported\n";

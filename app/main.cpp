@@ -276,6 +276,8 @@ int main(int argc, char** argv) {
     for (auto* sub : {keys_import, keys_list, keys_lookup, keys_generate, keys_export})
         sub->add_option("--config", keys_command.config_path, "Configuration file")->default_val(config_path);
     keys_import->add_option("path", keys_command.argument, "Key file, or - for standard input")->required();
+    keys_import->add_option("--address", keys_command.address,
+                            "For a key without user IDs: the address to use it for (an unsigned user ID)");
     keys_lookup->add_option("address", keys_command.argument, "E-mail address")->required();
     keys_generate->add_option("address", keys_command.argument, "E-mail address")->required();
     keys_export->add_option("key", keys_command.argument, "Address or fingerprint")->required();

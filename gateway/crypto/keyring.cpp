@@ -18,6 +18,7 @@
 #include "gateway/crypto/fetch.h"
 #include "gateway/crypto/gpg_engine.h"
 #include "gateway/crypto/ldap.h"
+#include "gateway/crypto/packets.h"
 
 namespace postvault::crypto {
 
@@ -26,6 +27,15 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kEngine = "pgp.engine";
+
+// The gateway's gpg options. AES-256 for every message: GnuPG 2.2 reads a key's algorithm
+// preferences only from self-signed user IDs, so for a key without one (bound to the address a
+// lookup asked for, packets.h) it would fall back to 3DES, which current OpenPGP implementations
+// refuse to decrypt (Sequoia's default policy since 2017). Every implementation of this century
+// reads AES-256; gpg notes that it overrides a key's preferences and goes on.
+constexpr std::string_view kGpgConf =
+    "# Written by postvault (gateway/crypto/keyring.cpp) at start unless the file begins with these lines.\n"
+    "cipher-algo AES256\n";
 
 std::int64_t unix_now() {
     return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -218,6 +228,49 @@ struct Keyring::Impl {
         return best;
     }
 
+    // The home's gpg.conf: kGpgConf, then `extra`; replaced in one rename, so that a gpg starting
+    // meanwhile reads the old file or the new one.
+    Status write_gpg_conf(const std::string& extra) const {
+        const fs::path conf = fs::path(home) / "gpg.conf", temporary = fs::path(home) / "gpg.conf.new";
+        {
+            std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
+            out << kGpgConf << extra;
+            if (!out.flush()) return Error::temporary(kEngine, "cannot write " + temporary.string());
+        }
+        std::error_code error;
+        fs::rename(temporary, conf, error);
+        if (error) return Error::temporary(kEngine, "cannot replace " + conf.string() + ": " + error.message());
+        return Status::success();
+    }
+
+    struct Imported {
+        std::set<std::string> fingerprints;  // imported or updated
+        int without_user_id = 0;             // keys gpg skipped for having no user ID
+    };
+
+    // One gpg import (the caller holds import_mutex). `allow_unsigned_user_ids`: gpg keeps user
+    // IDs without a self-signature, for this import only — packets.h says when. GPGME cannot pass
+    // gpg that option, so it is written to the home's gpg.conf for the import and taken out
+    // after; imports are serialized and the per-message operations do not read user IDs.
+    Result<Imported> gpg_import(std::string_view key_data, bool allow_unsigned_user_ids) {
+        auto ctx = context(false);
+        if (!ctx) return ctx.error();
+        auto data = gpgme::data_from(key_data, kEngine);
+        if (!data) return data.error();
+        if (allow_unsigned_user_ids)
+            if (auto written = write_gpg_conf("allow-non-selfsigned-uid\n"); !written) return written.error();
+        const gpgme_error_t error = gpgme_op_import(ctx->get(), data->get());
+        if (allow_unsigned_user_ids)
+            if (auto written = write_gpg_conf(""); !written) return written.error();
+        if (error != 0) return Error::permanent("pgp.import", "import failed: " + gpgme::error_text(error));
+        Imported imported;
+        gpgme_import_result_t result = gpgme_op_import_result(ctx->get());
+        for (gpgme_import_status_t status = result ? result->imports : nullptr; status != nullptr; status = status->next)
+            if (status->result == 0 && status->fpr != nullptr) imported.fingerprints.insert(status->fpr);
+        if (result != nullptr) imported.without_user_id = result->no_user_id;
+        return imported;
+    }
+
     FetchOptions fetch_options() const {
         FetchOptions options;
         options.timeout = config.fetch_timeout;
@@ -227,14 +280,15 @@ struct Keyring::Impl {
     }
 
     // Fetches `url`; imports what it returns with `source`. Returns a line for LookupResult::tried.
-    std::string fetch_and_import(Keyring& keyring, const std::string& step, const std::string& url) {
+    std::string fetch_and_import(Keyring& keyring, const std::string& step, const std::string& url,
+                                 const std::string& address) {
         auto fetched = http_get(url, fetch_options());
         if (!fetched) {
             spdlog::warn("pgp: {} {}: {}", step, url, fetched.error().message);
             return step + ": " + url + ": " + fetched.error().message;
         }
         if (fetched->status != 200) return step + ": " + url + ": no key (HTTP " + std::to_string(fetched->status) + ")";
-        auto imported = keyring.import(fetched->body, step);
+        auto imported = keyring.import(fetched->body, step, address);
         if (!imported) return step + ": " + url + ": " + imported.error().message;
         return step + ": " + url + ": " + std::to_string(imported->size()) + " key(s) imported";
     }
@@ -252,7 +306,7 @@ struct Keyring::Impl {
         std::size_t imported = 0;
         std::string failed;
         for (const auto& key : *found) {
-            auto keys = keyring.import(key, "ldap");
+            auto keys = keyring.import(key, "ldap", address);
             if (keys) imported += keys->size();
             else failed = keys.error().message;
         }
@@ -277,6 +331,13 @@ Result<std::unique_ptr<Keyring>> Keyring::open(const PgpConfig& config, const st
     if (error) return Error::permanent(kEngine, "cannot create " + impl.home + ": " + error.message());
     ::chmod(config.directory.c_str(), 0700);
     ::chmod(impl.home.c_str(), 0700);
+    {
+        // Written unless it is ours already (perhaps with an import's extra line: see gpg_import).
+        std::ifstream in(fs::path(impl.home) / "gpg.conf", std::ios::binary);
+        const std::string current = in ? std::string(std::istreambuf_iterator<char>(in), {}) : std::string();
+        if (!current.starts_with(kGpgConf))
+            if (auto written = impl.write_gpg_conf(""); !written) return written.error();
+    }
     if (auto loaded = impl.load_records_locked(); !loaded) return loaded.error();
     impl.seen_records = Impl::modified(impl.records_path);
     if (worker_program.empty()) {
@@ -291,21 +352,36 @@ Result<std::unique_ptr<Keyring>> Keyring::open(const PgpConfig& config, const st
     return keyring;
 }
 
-Result<std::vector<KeyInfo>> Keyring::import(std::string_view key_data, const std::string& source) {
+Result<std::vector<KeyInfo>> Keyring::import(std::string_view key_data, const std::string& source,
+                                             const std::string& fetched_for) {
+    const std::string bind_to = address_of(fetched_for);
+    if (!fetched_for.empty() && bind_to.empty())
+        return Error::permanent("pgp.bad_address", "'" + fetched_for + "' is not an address");
     std::lock_guard import_lock(impl_->import_mutex);
-    auto ctx = impl_->context(false);
-    if (!ctx) return ctx.error();
-    auto data = gpgme::data_from(key_data, kEngine);
-    if (!data) return data.error();
-    if (gpgme_error_t error = gpgme_op_import(ctx->get(), data->get()); error != 0)
-        return Error::permanent("pgp.import", "import failed: " + gpgme::error_text(error));
-    gpgme_import_result_t result = gpgme_op_import_result(ctx->get());
-    std::set<std::string> fingerprints;
-    for (gpgme_import_status_t status = result ? result->imports : nullptr; status != nullptr; status = status->next)
-        if (status->result == 0 && status->fpr != nullptr) fingerprints.insert(status->fpr);
+    auto imported = impl_->gpg_import(key_data, false);
+    if (!imported) return imported.error();
+    std::set<std::string> fingerprints = std::move(imported->fingerprints), bound_keys;
+    if (imported->without_user_id > 0 && !bind_to.empty()) {
+        // Fetched by this address and skipped for want of a user ID: bound to the address.
+        auto binary = binary_keys(key_data);
+        if (!binary) return binary.error();
+        std::size_t added = 0;
+        auto bound = add_missing_user_ids(*binary, "<" + bind_to + ">", added);
+        if (!bound) return bound.error();
+        auto again = impl_->gpg_import(*bound, true);
+        if (!again) return again.error();
+        for (const auto& fingerprint : again->fingerprints) {
+            if (fingerprints.insert(fingerprint).second && bound_keys.insert(fingerprint).second)
+                spdlog::info("pgp: key {} from {} has no user ID; bound to {}, the address it was fetched for",
+                             fingerprint, source, bind_to);
+        }
+    }
     if (fingerprints.empty()) {
         std::string why = "no usable key in the data";
-        if (result != nullptr && result->no_user_id > 0) why += " (a key without user IDs cannot be imported by GnuPG 2.2)";
+        if (imported->without_user_id > 0)
+            why += bind_to.empty() ? " (a key without user IDs needs the address it is for: found by a lookup of "
+                                     "that address, or imported with --address)"
+                                   : " (a key without user IDs)";
         return Error::permanent("pgp.import", why);
     }
 
@@ -319,6 +395,7 @@ Result<std::vector<KeyInfo>> Keyring::import(std::string_view key_data, const st
             if (before != "managed") record["source"] = source;
         }
         if (is_fetched_source(source)) record["fetched"] = now;
+        if (bound_keys.count(fingerprint)) record["user_id_bound_to"] = bind_to;
     }
     if (auto saved = impl_->save_records(); !saved) return saved.error();
     if (auto refreshed = impl_->refresh_locked(); !refreshed) return refreshed.error();
@@ -390,7 +467,7 @@ Result<LookupResult> Keyring::lookup(const std::string& raw_address, bool verifi
                 continue;
             }
             for (const auto& url : {urls->advanced, urls->direct}) {
-                result.tried.push_back(impl_->fetch_and_import(*this, "wkd", url));
+                result.tried.push_back(impl_->fetch_and_import(*this, "wkd", url, address));
                 auto found = found_after_fetch(step);
                 if (!found) return found.error();
                 if (*found) return std::move(**found);
@@ -408,7 +485,7 @@ Result<LookupResult> Keyring::lookup(const std::string& raw_address, bool verifi
                     result.tried.push_back("keyserver: " + url.error().message);
                     continue;
                 }
-                result.tried.push_back(impl_->fetch_and_import(*this, "keyserver", *url));
+                result.tried.push_back(impl_->fetch_and_import(*this, "keyserver", *url, address));
                 auto found = found_after_fetch(step);
                 if (!found) return found.error();
                 if (*found) return std::move(**found);

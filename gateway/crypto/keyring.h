@@ -91,7 +91,12 @@ public:
     ~Keyring();
 
     // Armored or binary, one or many keys, public or secret. Returns the keys imported or updated.
-    Result<std::vector<KeyInfo>> import(std::string_view key_data, const std::string& source = "imported");
+    // `fetched_for`: the address a lookup asked its source for (or the administrator named with
+    // `keys import --address`); a key without any user ID (as verifying keyservers serve keys
+    // whose addresses are unconfirmed) is then given the user ID "<fetched_for>", unsigned
+    // (gateway/crypto/packets.h), instead of being refused.
+    Result<std::vector<KeyInfo>> import(std::string_view key_data, const std::string& source = "imported",
+                                        const std::string& fetched_for = "");
     std::vector<KeyInfo> list();
     // `verified_only`: only the "local" step (keys imported or generated here) counts.
     Result<LookupResult> lookup(const std::string& address, bool verified_only = false);

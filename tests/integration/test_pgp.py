@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import pathlib
+import re
 import shutil
 import smtplib
 import socket
@@ -238,6 +239,58 @@ class PgpRelayTest(PostvaultTestCase):
         for meta, data in self.sink.messages():
             self.assertNotIn("eve@partner.example", meta["rcpt_tos"])
             self.assertNotIn("nokey@partner.example", meta["rcpt_tos"])
+
+    def test_a_key_without_user_ids_is_used_for_the_address_it_was_fetched_or_imported_for(self):
+        # As keys.openpgp.org serves a key whose address is not confirmed: no user ID at all.
+        secret, cert = self.tmp / "dave-secret.pgp", self.tmp / "dave.asc"
+        subprocess.run(["sq", "key", "generate", "--export", str(secret)], check=True, capture_output=True, timeout=60)
+        with open(cert, "wb") as out:
+            subprocess.run(["sq", "key", "extract-cert", str(secret)], check=True, stdout=out, timeout=60)
+        inspected = subprocess.run(["sq", "inspect", str(cert)], check=True, capture_output=True, text=True).stdout
+        self.assertNotIn("UserID", inspected)
+        fpr = re.search(r"Fingerprint: ([0-9A-F]{40})", inspected).group(1)
+        # Refused from the administrator unless an address is named for it.
+        refused = self.keys("import", str(cert), check=False)
+        self.assertNotEqual(refused.returncode, 0)
+        self.assertIn("a key without user IDs needs the address it is for", refused.stderr)
+        bad = self.keys("import", "--address", "not-an-address", str(cert), check=False)
+        self.assertIn("'not-an-address' is not an address", bad.stderr)
+
+        served = self.tmp / "served"
+        (served / "hkp").mkdir(parents=True)
+        (served / "hkp" / "dave@partner.example.asc").write_bytes(cert.read_bytes())
+        server = KeyServer(self, served)
+        self.pv.config_path.write_text(self.config.replace(
+            'lookup = ["local"]', f'lookup = ["local", "keyserver"]\nkeyservers = ["hkp://127.0.0.1:{server.port}"]'))
+        found = json.loads(self.keys("lookup", "Dave@Partner.Example", "--json").stdout)
+        self.assertEqual(found["fingerprint"], fpr)
+        self.assertEqual(found["found_by"], "keyserver")
+        self.assertEqual(found["trust"], "unverified")
+        self.assertEqual(found["addresses"], ["dave@partner.example"])
+
+        self.pv.start()
+        original, binary = original_message(to="dave@partner.example")
+        self.send(original, ["dave@partner.example"])
+        sent = self.delivered_to("dave@partner.example")
+        parsed = email.message_from_bytes(sent, policy=email.policy.default)
+        self.assertEqual(parsed.get_content_type(), "multipart/encrypted")
+        cipher_file = self.tmp / "dave-cipher.asc"
+        cipher_file.write_bytes(parsed.get_payload()[1].get_payload(decode=True))
+        by_sq = subprocess.run(["sq", "decrypt", "--recipient-key", str(secret), str(cipher_file)],
+                               capture_output=True, timeout=60)
+        self.assertEqual(by_sq.returncode, 0, by_sq.stderr.decode(errors="replace"))
+        self.assertEqual(attachments(b"MIME-Version: 1.0\r\n" + by_sq.stdout)["data.bin"], binary)
+
+        # The administrator may bind one too: imported, verified, for the address given.
+        erin_secret, erin = self.tmp / "erin-secret.pgp", self.tmp / "erin.pgp"
+        subprocess.run(["sq", "key", "generate", "--export", str(erin_secret)], check=True, capture_output=True,
+                       timeout=60)
+        with open(erin, "wb") as out:
+            subprocess.run(["sq", "key", "extract-cert", "--binary", str(erin_secret)], check=True, stdout=out,
+                           timeout=60)
+        self.assertIn("1 key(s) imported", self.keys("import", "--address", "Erin <Erin@Partner.example>", str(erin)).stdout)
+        erin_found = json.loads(self.keys("lookup", "erin@partner.example", "--json").stdout)
+        self.assertEqual((erin_found["found_by"], erin_found["trust"]), ("local", "verified"))
 
     def test_a_rule_asking_for_a_verified_key_does_not_use_a_harvested_one(self):
         vera = Gpg(self)
