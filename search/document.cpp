@@ -268,6 +268,16 @@ void add_metadata_terms(Xapian::Document& document, const nlohmann::json& record
 
 }  // namespace
 
+void copy_links_to_data(Xapian::Document& document) {
+    nlohmann::json data = nlohmann::json::parse(document.get_data(), nullptr, false);
+    if (!data.is_object()) return;
+    data["thread"] = document.get_value(slot_thread);
+    data["duplicate"] = document.get_value(slot_duplicate);
+    data["duplicate_of"] = document.get_value(slot_duplicate_of);
+    data["near_duplicate_of"] = document.get_value(slot_near_duplicate_of);
+    document.set_data(data.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+}
+
 void apply_metadata(Xapian::Document& document, const nlohmann::json& record) {
     // Drop the record-derived labels, then add the current ones.
     std::set<std::string> visible;

@@ -32,6 +32,12 @@ struct BuiltDocument {
 // the words with the same stem that the index holds (query.h).
 BuiltDocument build_document(const std::string& id, const nlohmann::json& record, const Content& content);
 
+// Copies the links the index writer sets (thread, duplicate group, duplicate_of,
+// near_duplicate_of: values, for the writer's own lookups) into the document data, where a
+// search result reads them with the rest of its line: one read per hit instead of one value
+// lookup per slot (about five block reads each). Called before every write of a document.
+void copy_links_to_data(Xapian::Document& document);
+
 // Replaces the record-derived terms of `document` (direction, method, policy, tag, hold,
 // retention; envelope addresses are added, never removed) and its result-line data.
 void apply_metadata(Xapian::Document& document, const nlohmann::json& record);

@@ -157,6 +157,7 @@ struct IndexWriter::Impl {
             document.remove_term(term);
             document.add_boolean_term(make_term(kThreadPrefix, to));
             document.add_value(slot_thread, to);
+            copy_links_to_data(document);
             db->replace_document(docid, document);
         }
     }
@@ -200,6 +201,7 @@ struct IndexWriter::Impl {
             if (other.get_value(slot_duplicate_of) == original) continue;
             other.add_boolean_term(duplicate_flag);
             other.add_value(slot_duplicate_of, original);
+            copy_links_to_data(other);
             db->replace_document(docid, other);
         }
         if (!built.minhash.empty()) {
@@ -229,6 +231,7 @@ struct IndexWriter::Impl {
                     // A later message indexed before this one: it repeats this one.
                     other.add_boolean_term(near_flag);
                     other.add_value(slot_near_duplicate_of, built.id);
+                    copy_links_to_data(other);
                     db->replace_document(docid, other);
                 }
             }
@@ -237,6 +240,7 @@ struct IndexWriter::Impl {
                 document.add_value(slot_near_duplicate_of, nearest);
             }
         }
+        copy_links_to_data(document);
         if (self) db->replace_document(*self, document);
         else db->add_document(document);
     }

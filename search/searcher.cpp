@@ -292,7 +292,8 @@ Result<SearchResult> Searcher::search(const SearchRequest& request, const TextOf
         std::string last_key;
         for (auto it = mset.begin(); it != mset.end(); ++it) {
             const Xapian::Document document = it.get_document();
-            const std::string key = document.get_value(slot_sort_key);
+            std::string key = it.get_sort_key();  // the sort's own value: no lookup
+            if (key.empty()) key = document.get_value(slot_sort_key);
             if (!after_key.empty() && key == after_key) continue;
             if (taken == limit) {
                 more = true;
@@ -307,13 +308,20 @@ Result<SearchResult> Searcher::search(const SearchRequest& request, const TextOf
                 hit.to = data.value("to", std::string());
                 hit.subject = data.value("subject", std::string());
                 hit.size = data.value("size", std::uint64_t{0});
+                if (data.contains("thread")) {  // document.h, copy_links_to_data
+                    hit.thread = data.value("thread", std::string());
+                    hit.duplicate = data.value("duplicate", std::string());
+                    hit.duplicate_of = data.value("duplicate_of", std::string());
+                    hit.near_duplicate_of = data.value("near_duplicate_of", std::string());
+                } else {  // an index written before the links were in the data
+                    hit.thread = document.get_value(slot_thread);
+                    hit.duplicate = document.get_value(slot_duplicate);
+                    hit.duplicate_of = document.get_value(slot_duplicate_of);
+                    hit.near_duplicate_of = document.get_value(slot_near_duplicate_of);
+                }
             } catch (const std::exception&) {
                 continue;
             }
-            hit.thread = document.get_value(slot_thread);
-            hit.duplicate = document.get_value(slot_duplicate);
-            hit.duplicate_of = document.get_value(slot_duplicate_of);
-            hit.near_duplicate_of = document.get_value(slot_near_duplicate_of);
             hit.weight = it.get_weight();
             if (text_of) {
                 auto text = text_of(hit.id);

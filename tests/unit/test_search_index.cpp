@@ -64,6 +64,18 @@ protected:
         std::sort(ids.begin(), ids.end());
         return ids;
     }
+    // Every document's data carries the same links as its values (document.h, copy_links_to_data):
+    // search results read them from the data.
+    static void expect_links_in_data(const Xapian::Database& db) {
+        for (auto it = db.postlist_begin(""); it != db.postlist_end(""); ++it) {
+            const Xapian::Document document = db.get_document(*it);
+            const auto data = nlohmann::json::parse(document.get_data());
+            EXPECT_EQ(data.value("thread", "?"), document.get_value(slot_thread)) << data.dump();
+            EXPECT_EQ(data.value("duplicate", "?"), document.get_value(slot_duplicate)) << data.dump();
+            EXPECT_EQ(data.value("duplicate_of", "?"), document.get_value(slot_duplicate_of)) << data.dump();
+            EXPECT_EQ(data.value("near_duplicate_of", "?"), document.get_value(slot_near_duplicate_of)) << data.dump();
+        }
+    }
     static std::string thread_of(const Xapian::Database& db, const std::string& id) {
         auto it = db.postlist_begin("Q" + id);
         return it == db.postlist_end("Q" + id) ? "" : db.get_document(*it).get_value(slot_thread);
@@ -118,6 +130,7 @@ TEST_F(IndexTest, ThreadsLinkInAnyArrivalOrder) {
     EXPECT_EQ(thread_of(db, "e"), "d");  // siblings under a missing parent, merged to the smallest id
     EXPECT_EQ(ids_with(db, "XHa"), (std::vector<std::string>{"a", "b", "c"}));
     EXPECT_EQ(ids_with(db, "XHe"), std::vector<std::string>{});
+    expect_links_in_data(db);
 }
 
 TEST_F(IndexTest, IndexingTwiceLeavesOneDocument) {
@@ -165,6 +178,7 @@ TEST_F(IndexTest, AnOriginalIndexedLateIsNamedByItsLaterCopies) {
         EXPECT_EQ(db.get_document(*db.postlist_begin(std::string("Q") + id)).get_value(slot_duplicate_of), "m1");
     EXPECT_EQ(ids_with(db, "XInear-duplicate"), std::vector<std::string>{"m5"});
     EXPECT_EQ(db.get_document(*db.postlist_begin("Qm5")).get_value(slot_near_duplicate_of), "m4");
+    expect_links_in_data(db);
 }
 
 TEST(SearchMinHash, SimilarityTracksOverlap) {
