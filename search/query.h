@@ -19,6 +19,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <vector>
 
 #include <xapian.h>
 
@@ -26,12 +28,24 @@
 
 namespace postvault::search {
 
+// Stem expansions already made (field prefix and word -> the index's words with that word's stem),
+// valid for one revision of one database. Expanding a word scans the index's word list and stems
+// every candidate (for a short stem, every word of the field that starts with the same letter):
+// most of the cost of parsing a query. A Searcher keeps one, so a query asked again — the next
+// page, the same question from another reviewer — skips the scan. The owner clears `terms` when
+// its database is reopened at another revision or replaced.
+struct StemExpansions {
+    Xapian::rev revision = 0;
+    std::unordered_map<std::string, std::vector<std::string>> terms;
+};
+
 struct QueryOptions {
     bool exact = false;                   // no stemming anywhere (the CLI's --exact)
     // The index stores words only (no stems, to stay small and fast to write): a stemmed word
     // becomes the OR (OP_SYNONYM) of every word of that field in `database` with the same
     // stem. Without a database a word matches only itself.
     const Xapian::Database* database = nullptr;
+    StemExpansions* expansions = nullptr;  // for `database` at its current revision, or none
     std::string language = "english";     // the stemmer (search.language)
     std::int64_t now = 0;                 // "now" for relative dates, seconds since the epoch; 0 = the clock
     unsigned max_wildcard_terms = 10000;  // expansion limit of word*

@@ -92,6 +92,7 @@ struct Searcher::Impl {
     std::optional<Xapian::Query> scope;  // restrict_to()
     std::string stub_text;               // the "current" stub as last opened
     std::function<std::optional<std::string>(const std::string&)> hold_queries;
+    StemExpansions expansions;           // for `db`; cleared when it is replaced or moves on
 
     // Runs `work`, reopening once or twice when the writer's commits overtook this reader.
     template <typename Work>
@@ -111,6 +112,20 @@ struct Searcher::Impl {
         }
     }
 
+    // `expansions`, emptied if `db` is at another revision than they were made for.
+    StemExpansions* current_expansions() {
+        try {
+            const Xapian::rev revision = db.get_revision();
+            if (revision != expansions.revision) {
+                expansions.terms.clear();
+                expansions.revision = revision;
+            }
+            return &expansions;
+        } catch (const Xapian::Error&) {  // not a single database: no revision, no reuse
+            return nullptr;
+        }
+    }
+
     Result<Xapian::Query> parse(const std::string& text, bool exact, std::int64_t now) {
         QueryOptions options;
         options.exact = exact;
@@ -119,6 +134,7 @@ struct Searcher::Impl {
         options.language = language;
         options.hold_query = hold_queries;
         for (int attempt = 0;; ++attempt) {  // stems are looked up in the index, which may move on
+            options.expansions = current_expansions();
             auto parsed = parse_query(text, options);
             if (parsed && scope) return Xapian::Query(Xapian::Query::OP_FILTER, *parsed, *scope);
             if (parsed || parsed.error().code != "search.modified" || attempt >= 3) return parsed;
@@ -170,6 +186,7 @@ Status Searcher::refresh() {
         if (text != impl_->stub_text) {  // a rebuilt or compacted database is live now
             impl_->db = Xapian::Database(stub.string());
             impl_->stub_text = text;
+            impl_->expansions.terms.clear();  // another database: its revisions count anew
         } else {
             impl_->db.reopen();
         }

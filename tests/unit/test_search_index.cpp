@@ -10,6 +10,7 @@
 #include "search/document.h"
 #include "search/index.h"
 #include "search/schema.h"
+#include "search/searcher.h"
 #include "temp_dir.h"
 
 using namespace postvault;
@@ -131,6 +132,21 @@ TEST_F(IndexTest, ThreadsLinkInAnyArrivalOrder) {
     EXPECT_EQ(ids_with(db, "XHa"), (std::vector<std::string>{"a", "b", "c"}));
     EXPECT_EQ(ids_with(db, "XHe"), std::vector<std::string>{});
     expect_links_in_data(db);
+}
+
+TEST_F(IndexTest, AKeptSearcherFindsWordsWithTheSameStemAddedSinceItsLastQuery) {
+    // The Searcher remembers stem expansions per index revision (query.h, StemExpansions).
+    add("m1", message("a@x", {}, "the merger talks"));
+    ASSERT_TRUE(writer->commit());
+    auto searcher = Searcher::open(config.directory, "english");
+    ASSERT_TRUE(searcher) << searcher.error().message;
+    EXPECT_EQ(*(*searcher)->count("merger"), 1u);
+    EXPECT_EQ(*(*searcher)->count("merger"), 1u);  // from the remembered expansion
+    add("m2", message("b@x", {}, "two mergers"));    // a word of the same stem, new to the index
+    ASSERT_TRUE(writer->commit());
+    ASSERT_TRUE((*searcher)->refresh());
+    EXPECT_EQ(*(*searcher)->count("merger"), 2u);
+    EXPECT_EQ(*(*searcher)->count("mergers"), 2u);
 }
 
 TEST_F(IndexTest, IndexingTwiceLeavesOneDocument) {
