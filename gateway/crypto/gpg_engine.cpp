@@ -116,15 +116,18 @@ public:
         return decrypted;
     }
 
-    Result<SignatureCheck> verify_detached(std::string_view data, std::string_view signature) override {
+    Result<SignatureCheck> verify(std::string_view data, std::string_view signature) override {
         auto ctx = acquire(false);
         if (!ctx) return ctx.error();
-        auto sig = gpgme::data_from(signature, kEngine);
+        const bool inline_signed = signature.empty();
+        auto sig = gpgme::data_from(inline_signed ? data : signature, kEngine);
         if (!sig) return sig.error();
-        auto text = gpgme::data_from(data, kEngine);
+        auto text = inline_signed ? gpgme::empty_data(kEngine) : gpgme::data_from(data, kEngine);
         if (!text) return text.error();
-        if (gpgme_error_t error = gpgme_op_verify(ctx->get(), sig->get(), text->get(), nullptr); error != 0)
-            return Error::permanent("pgp.decrypt", "cannot verify: " + gpgme::error_text(error));
+        // Inline: gpg writes the signed text to `text` (read, not used: the caller has it).
+        const gpgme_error_t error = inline_signed ? gpgme_op_verify(ctx->get(), sig->get(), nullptr, text->get())
+                                                  : gpgme_op_verify(ctx->get(), sig->get(), text->get(), nullptr);
+        if (error != 0) return Error::permanent("pgp.decrypt", "cannot verify: " + gpgme::error_text(error));
         SignatureCheck check = read_signature(gpgme_op_verify_result(ctx->get()));
         if (!check.present) check.summary = "no signature";
         release(false, std::move(*ctx));

@@ -55,7 +55,8 @@ public:
                                         const std::string& signer) = 0;
     virtual Result<DetachedSignature> sign_detached(std::string_view data, const std::string& signer) = 0;
     virtual Result<DecryptOutput> decrypt(std::string_view ciphertext) = 0;
-    virtual Result<SignatureCheck> verify_detached(std::string_view data, std::string_view signature) = 0;
+    // A detached `signature` over `data`; an empty `signature`: `data` is signed inline.
+    virtual Result<SignatureCheck> verify(std::string_view data, std::string_view signature) = 0;
 };
 
 std::unique_ptr<GpgEngine> local_gpg_engine(const std::string& home);

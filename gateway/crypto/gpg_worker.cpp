@@ -162,7 +162,7 @@ json answer(GpgEngine& engine, const json& request) {
                 {"signature", signature_value(made->signature)}};
     }
     if (op == "verify") {
-        auto made = engine.verify_detached(data, bytes_of(request.at("signature")));
+        auto made = engine.verify(data, bytes_of(request.at("signature")));
         if (!made) return error_answer(made.error());
         return {{"ok", true}, {"signature", signature_value(*made)}};
     }
@@ -204,7 +204,7 @@ public:
         return out;
     }
 
-    Result<SignatureCheck> verify_detached(std::string_view data, std::string_view signature) override {
+    Result<SignatureCheck> verify(std::string_view data, std::string_view signature) override {
         auto answered = call({{"op", "verify"}, {"data", bytes_value(data)}, {"signature", bytes_value(signature)}});
         if (!answered) return answered.error();
         return signature_of(answered->at("signature"));

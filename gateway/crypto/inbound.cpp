@@ -182,13 +182,16 @@ Inbound process_inbound(Keyring& keyring, std::string_view message) {
         return out;
     }
     const auto& signed_part = std::get<PgpSigned>(*kind);
-    auto verified = keyring.verify_detached(signed_part.signed_entity, signed_part.signature);
+    auto verified = keyring.verify(signed_part.signed_entity, signed_part.signature);
     const std::string signature =
         verified ? signature_text(true, verified->valid, verified->summary, verified->signer, verified->signer_address)
                  : "signature not checked (" + verified.error().message + ")";
-    out.record["signature"] = signature;
+    // Inline signed with other text around the block (a list footer, a quoted reply): the
+    // signature vouches for the block only, and the field says so.
+    const std::string covered = signed_part.whole_body ? "" : " (inline; the text outside the signed block is not)";
+    out.record["signature"] = signature + covered;
     if (verified && !verified->signer.empty()) out.record["signer"] = verified->signer;
-    out.message = flag(signature) + cleaned;
+    out.message = flag(signature + covered) + cleaned;
     return out;
 }
 

@@ -8,7 +8,9 @@
 //     gateway's keyring is decrypted and its signature checked; the internal client gets the
 //     decrypted message with an "X-Postvault-PGP: decrypted; signature good by <address>
 //     (<fingerprint>)" field (or "no signature", "signature bad ...", "signer's key unknown");
-//   * PGP/MIME signed mail gets "X-Postvault-PGP: signature good by ..." (or bad / unknown key);
+//   * PGP/MIME signed mail and inline signed (clearsigned) text get "X-Postvault-PGP: signature
+//     good by ..." (or bad / unknown key; for a clearsigned block with other text around it, a note
+//     that the text outside the block is not covered);
 //   * what cannot be decrypted is delivered exactly as received with "X-Postvault-PGP: not
 //     decrypted (<reason>)" added.
 // Any X-Postvault-PGP field the sender put in is removed first, so a client can trust it.

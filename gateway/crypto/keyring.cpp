@@ -656,8 +656,8 @@ Result<Decrypted> Keyring::decrypt(std::string_view ciphertext) {
     return decrypted;
 }
 
-Result<Verified> Keyring::verify_detached(std::string_view data, std::string_view signature) {
-    auto made = impl_->engine->verify_detached(data, signature);
+Result<Verified> Keyring::verify(std::string_view data, std::string_view signature) {
+    auto made = impl_->engine->verify(data, signature);
     if (!made) return made.error();
     Verified verified;
     verified.valid = made->valid;

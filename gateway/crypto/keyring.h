@@ -116,7 +116,9 @@ public:
     // Armored detached signature; `micalg` gets "pgp-sha256" or the like.
     Result<std::string> sign_detached(std::string_view data, const std::string& signer, std::string& micalg);
     Result<Decrypted> decrypt(std::string_view ciphertext);
-    Result<Verified> verify_detached(std::string_view data, std::string_view signature);
+    // The detached `signature` over `data`; with an empty `signature`, `data` is itself signed
+    // inline (a clearsigned "BEGIN PGP SIGNED MESSAGE" block, or a signed OpenPGP message).
+    Result<Verified> verify(std::string_view data, std::string_view signature);
     // pgp.signing_key resolved to a fingerprint with a usable secret key.
     Result<std::string> organization_signer();
     // The managed key of `address`, when there is one with a secret key (the sender's own key).

@@ -787,6 +787,15 @@ Result<std::variant<PgpEncrypted, PgpSigned>> classify(std::string_view message)
         const std::string_view armor = trim(content);
         if (armor.starts_with(kBeginPgpMessage) && armor.ends_with(kEndPgpMessage))
             return std::variant<PgpEncrypted, PgpSigned>(PgpEncrypted{to_crlf(armor) + "\r\n"});
+        constexpr std::string_view kBeginSigned = "-----BEGIN PGP SIGNED MESSAGE-----";
+        constexpr std::string_view kEndSignature = "-----END PGP SIGNATURE-----";
+        const std::size_t begin = armor.find(kBeginSigned);
+        const std::size_t end = begin == std::string_view::npos ? begin : armor.find(kEndSignature, begin);
+        if (end != std::string_view::npos && (begin == 0 || armor[begin - 1] == '\n')) {
+            const std::string_view block = armor.substr(begin, end + kEndSignature.size() - begin);
+            PgpSigned signed_inline{to_crlf(block) + "\r\n", "", "", block.size() == armor.size()};
+            return std::variant<PgpEncrypted, PgpSigned>(std::move(signed_inline));
+        }
     }
     return Error::permanent("pgpmime.not_pgp",
                             "not a PGP/MIME or inline PGP message (" + media.type + "/" + media.subtype + ")");

@@ -148,15 +148,20 @@ struct PgpEncrypted {
     std::string ciphertext;  // part 2 of multipart/encrypted, transfer encoding removed; or the inline armor + CRLF
 };
 struct PgpSigned {
-    std::string signed_entity;  // the bytes of part 1 exactly as they appear between the delimiters, CRLF
-    std::string signature;      // part 2, transfer encoding removed
+    std::string signed_entity;  // the bytes of part 1 exactly as they appear between the delimiters, CRLF;
+                                // inline: the "BEGIN PGP SIGNED MESSAGE" block through its signature
+    std::string signature;      // part 2, transfer encoding removed; "" inline (Keyring::verify)
     std::string micalg;         // the micalg parameter in lower case ("pgp-sha256"), "" when absent
+    bool whole_body = true;     // inline: false when the body has text outside the signed block
 };
 
 // multipart/encrypted with protocol application/pgp-encrypted -> PgpEncrypted; multipart/signed
 // with protocol application/pgp-signature -> PgpSigned; a text/plain message (or one with no
 // Content-Type) whose whole body is one "-----BEGIN PGP MESSAGE-----" ... "-----END PGP
-// MESSAGE-----" block (white space around it allowed) -> PgpEncrypted. Otherwise "pgpmime.not_pgp".
+// MESSAGE-----" block (white space around it allowed) -> PgpEncrypted; a text/plain message
+// whose body holds a clearsigned "-----BEGIN PGP SIGNED MESSAGE-----" ... "-----END PGP
+// SIGNATURE-----" block (inline signed, RFC 9580 §7) -> PgpSigned with an empty signature.
+// Otherwise "pgpmime.not_pgp".
 Result<std::variant<PgpEncrypted, PgpSigned>> classify(std::string_view message);
 
 // After decryption: the header block of the received message (its Content-* and MIME-Version

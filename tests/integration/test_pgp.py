@@ -645,3 +645,33 @@ class InboundTest(PostvaultTestCase):
         flagged = received["not for us"]
         self.assertIn(b"X-Postvault-PGP: not decrypted", flagged)
         self.assertIn(crlf(foreign).strip(), flagged)  # the ciphertext as received
+
+    def test_inline_signed_text_verified_and_a_forgery_flagged_bad(self):
+        ext = Gpg(self)
+        ext_fpr = ext.generate("ext@outside.example")
+        keyfile = self.tmp / "ext.asc"
+        keyfile.write_bytes(ext.export(ext_fpr))
+        self.pv.cli("keys", "import", "--config", str(self.pv.config_path), str(keyfile))
+        signed = ext.run("--clearsign", "-u", ext_fpr, input_bytes="Grüße: the contract is approved.\n".encode()).stdout
+        tampered = signed.replace(b"approved", b"rejected")
+
+        def message(subject, body, footer=b""):
+            return (b"From: ext@outside.example\r\nTo: staff@corp.example\r\nSubject: " + subject +
+                    b"\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" +
+                    crlf(body) + footer)
+        self.send(message(b"signed", signed))
+        self.send(message(b"tampered", tampered))
+        self.send(message(b"with footer", signed, b"\r\n--\r\nSent through a list\r\n"))
+        received = {email.message_from_bytes(d)["Subject"]: d for _, d in self.inside.wait_for(3)}
+
+        def field(subject):
+            lines = [l for l in received[subject].split(b"\r\n") if l.lower().startswith(b"x-postvault-pgp:")]
+            self.assertEqual(len(lines), 1, lines)
+            return lines[0].decode()
+        self.assertIn("signature good by ext@outside.example", field("signed"))
+        self.assertIn(ext_fpr, field("signed"))
+        self.assertNotIn("not covered", field("signed"))
+        self.assertIn("signature bad", field("tampered"))
+        self.assertIn("signature good by ext@outside.example", field("with footer"))
+        self.assertIn("the text outside the signed block is not", field("with footer"))
+        self.assertIn("the contract is approved".encode(), received["signed"])  # delivered as received

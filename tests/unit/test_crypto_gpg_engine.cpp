@@ -76,12 +76,12 @@ TEST_F(CryptoGpgEngine, WorkerAndLocalEnginesReadEachOthersOutput) {
         auto signature = writer->sign_detached(plaintext, *fingerprint_);
         ASSERT_TRUE(signature.ok()) << signature.error().message;
         EXPECT_EQ(signature->micalg.rfind("pgp-", 0), 0u);
-        auto verified = reader->verify_detached(plaintext, signature->signature);
+        auto verified = reader->verify(plaintext, signature->signature);
         ASSERT_TRUE(verified.ok()) << verified.error().message;
         EXPECT_TRUE(verified->valid);
         std::string tampered = plaintext;
         tampered[tampered.size() / 2] ^= 0x01;
-        auto refused = reader->verify_detached(tampered, signature->signature);
+        auto refused = reader->verify(tampered, signature->signature);
         ASSERT_TRUE(refused.ok()) << refused.error().message;
         EXPECT_TRUE(refused->present);
         EXPECT_FALSE(refused->valid);

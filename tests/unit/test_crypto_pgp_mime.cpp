@@ -527,6 +527,31 @@ TEST(CryptoPgpMime, ClassifyExtractsTheSignedPartExactlyBetweenTheDelimiters) {
     EXPECT_EQ(extracted.micalg, "pgp-sha512");
 }
 
+TEST(CryptoPgpMime, ClassifyFindsAClearsignedBlockAtALineStartAndSaysWhetherItIsTheWholeBody) {
+    const std::string block = "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\nhello\n"
+                              "-----BEGIN PGP SIGNATURE-----\n\niHUEARYIAB0=\n-----END PGP SIGNATURE-----";
+    auto whole = classify("Subject: x\nContent-Type: text/plain\n\n\n" + block + "\n");
+    ASSERT_TRUE(whole.ok());
+    const auto& signed_whole = std::get<PgpSigned>(*whole);
+    EXPECT_EQ(signed_whole.signed_entity, crlf(block) + "\r\n");
+    EXPECT_TRUE(signed_whole.signature.empty());
+    EXPECT_TRUE(signed_whole.whole_body);
+
+    auto framed = classify("Subject: x\n\nForwarded:\n" + block + "\n--\nlist footer\n");
+    ASSERT_TRUE(framed.ok());
+    EXPECT_EQ(std::get<PgpSigned>(*framed).signed_entity, crlf(block) + "\r\n");
+    EXPECT_FALSE(std::get<PgpSigned>(*framed).whole_body);
+
+    // Quoted in a reply, or with no signature at its end: not a signed message.
+    std::string quoted = "> " + block;
+    for (std::size_t at = quoted.find('\n'); at != std::string::npos; at = quoted.find('\n', at + 1)) quoted.insert(at + 1, "> ");
+    for (const std::string& body : {quoted, std::string("-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\nhello\n")}) {
+        auto kind = classify("Subject: x\n\n" + body + "\n");
+        ASSERT_FALSE(kind.ok()) << body;
+        EXPECT_EQ(kind.error().code, "pgpmime.not_pgp");
+    }
+}
+
 TEST(CryptoPgpMime, ClassifyAcceptsInlinePgpAndRejectsEverythingElse) {
     auto inline_kind = classify(std::string("From: a@example.org\nSubject: x\n\n\n") + kArmoredMessage + "\n\n");
     ASSERT_TRUE(inline_kind.ok());
