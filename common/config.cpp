@@ -76,9 +76,7 @@ public:
         : name_(std::move(name)), base_dir_(std::move(base_dir)) {}
 
     void problem(const toml::source_region& where, const std::string& message) {
-        std::ostringstream line;
-        line << name_ << ":" << where.begin.line << ":" << where.begin.column << ": " << message;
-        problems_.push_back(line.str());
+        problems_.push_back(config_error_at(name_, where.begin.line, where.begin.column, message));
     }
     const std::vector<std::string>& problems() const { return problems_; }
 
@@ -391,16 +389,18 @@ void validate(Config& config, ConfigReader& reader, const toml::table& root) {
 
 }  // namespace
 
+std::string config_error_at(const std::string& name, std::uint64_t line, std::uint64_t column, std::string_view message) {
+    return name + ":" + std::to_string(line) + ":" + std::to_string(column) + ": " + std::string(message);
+}
+
 Result<Config> parse_config(const std::string& text, const std::string& name) {
     std::filesystem::path base_dir = std::filesystem::absolute(name).parent_path();
     toml::table root;
     try {
         root = toml::parse(text, name);
     } catch (const toml::parse_error& error) {
-        std::ostringstream message;
-        message << name << ":" << error.source().begin.line << ":" << error.source().begin.column << ": "
-                << error.description();
-        return Error::permanent("config.syntax", message.str());
+        return Error::permanent("config.syntax", config_error_at(name, error.source().begin.line,
+                                                                 error.source().begin.column, error.description()));
     }
 
     Config config;

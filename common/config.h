@@ -159,6 +159,9 @@ Result<Config> load_config(const std::string& path);
 // Same, from text (for tests); `name` is used in messages and to resolve paths.
 Result<Config> parse_config(const std::string& text, const std::string& name);
 
+// "name:line:column: message": how every configuration error names its place (the policy's too).
+std::string config_error_at(const std::string& name, std::uint64_t line, std::uint64_t column, std::string_view message);
+
 // "30s", "5m", "2h", "7d" or a bare number of seconds.
 Result<Seconds> parse_duration(const std::string& text);
 // "1048576", "10KiB", "50MiB", "1GiB", "10KB", "50MB", "1GB".

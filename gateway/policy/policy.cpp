@@ -17,6 +17,7 @@
 #include <re2/set.h>
 #include <toml++/toml.h>
 
+#include "common/config.h"
 #include "common/gmime.h"
 #include "common/mail.h"
 #include "gateway/policy/detectors.h"
@@ -206,9 +207,7 @@ public:
     }
 
     void problem(const toml::source_region& where, const std::string& message) {
-        std::ostringstream line;
-        line << name_ << ":" << where.begin.line << ":" << where.begin.column << ": " << message;
-        problems_.push_back(line.str());
+        problems_.push_back(config_error_at(name_, where.begin.line, where.begin.column, message));
     }
     const std::vector<std::string>& problems() const { return problems_; }
 
@@ -762,10 +761,8 @@ Result<std::shared_ptr<const Policy>> Policy::parse(const std::string& text, con
     try {
         root = toml::parse(text, name);
     } catch (const toml::parse_error& error) {
-        std::ostringstream message;
-        message << name << ":" << error.source().begin.line << ":" << error.source().begin.column << ": "
-                << error.description();
-        return Error::permanent("policy.invalid", message.str());
+        return Error::permanent("policy.invalid", config_error_at(name, error.source().begin.line,
+                                                                  error.source().begin.column, error.description()));
     }
     std::shared_ptr<Policy> policy(new Policy());
     Reader reader(name, *policy->compiled_);
