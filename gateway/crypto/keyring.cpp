@@ -34,7 +34,7 @@ constexpr const char* kEngine = "pgp.engine";
 // refuse to decrypt (Sequoia's default policy since 2017). Every implementation of this century
 // reads AES-256; gpg notes that it overrides a key's preferences and goes on.
 constexpr std::string_view kGpgConf =
-    "# Written by postvault (gateway/crypto/keyring.cpp) at start unless the file begins with these lines.\n"
+    "# Written by postvault (gateway/crypto/keyring.cpp) at start unless the file is exactly this.\n"
     "cipher-algo AES256\n";
 
 std::int64_t unix_now() {
@@ -332,10 +332,12 @@ Result<std::unique_ptr<Keyring>> Keyring::open(const PgpConfig& config, const st
     ::chmod(config.directory.c_str(), 0700);
     ::chmod(impl.home.c_str(), 0700);
     {
-        // Written unless it is ours already (perhaps with an import's extra line: see gpg_import).
+        // Written unless it is exactly ours: an import's extra line (gpg_import) left behind by a
+        // crash must not outlive it. (Another process's import running this very moment then
+        // fails, with a clear error, rather than this one keeping a weaker gpg.conf.)
         std::ifstream in(fs::path(impl.home) / "gpg.conf", std::ios::binary);
         const std::string current = in ? std::string(std::istreambuf_iterator<char>(in), {}) : std::string();
-        if (!current.starts_with(kGpgConf))
+        if (current != kGpgConf)
             if (auto written = impl.write_gpg_conf(""); !written) return written.error();
     }
     if (auto loaded = impl.load_records_locked(); !loaded) return loaded.error();

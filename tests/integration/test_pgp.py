@@ -501,6 +501,14 @@ class KeyDiscoveryTest(PostvaultTestCase):
         self.assertEqual(bad.returncode, 1)
         self.assertIn("no usable key", bad.stderr)
         self.assertEqual(self.keys("lookup", "not-an-address", check=False).returncode, 1)
+        # gpg.conf is postvault's: AES-256 always; a line an import left behind (a crash between
+        # adding and removing allow-non-selfsigned-uid) is gone at the next start.
+        conf = home / "gpg.conf"
+        self.assertIn("cipher-algo AES256", conf.read_text())
+        conf.write_text(conf.read_text() + "allow-non-selfsigned-uid\n")
+        self.keys("list")
+        self.assertNotIn("allow-non-selfsigned-uid", conf.read_text())
+        self.assertIn("cipher-algo AES256", conf.read_text())
 
 
 def pgp_mime(headers, armored):
