@@ -52,7 +52,7 @@ struct QueryOptions {
     // Legal holds live in the archive, not in the index: `hold:NAME` (or hold:ID) is the query
     // of that hold, given by this function (nullopt: no such hold, a query error). Without it,
     // hold: matches the hold labels written into documents (none today).
-    std::function<std::optional<std::string>(const std::string& name)> hold_query;
+    std::function<std::optional<std::string>(const std::string& name)> hold_query = {};
 };
 
 Result<Xapian::Query> parse_query(std::string_view text, const QueryOptions& options = {});
