@@ -1014,30 +1014,25 @@ private:
         std::size_t keep = stem.size() > 4 ? stem.size() - 4 : 1;
         while (keep > 1 && (static_cast<unsigned char>(stem[keep]) & 0xC0) == 0x80) --keep;  // UTF-8 boundary
         const std::string start = prefix + stem.substr(0, keep);
-        std::string key;
-        std::vector<std::string> found;
-        std::vector<std::string>* terms = &found;
+        const std::string key = prefix + '\0' + word;
+        if (options_.expansions) {
+            auto known = options_.expansions->terms.find(key);
+            if (known != options_.expansions->terms.end()) return expansion_query(prefix, word, known->second);
+        }
+        std::vector<std::string> terms;
+        const Xapian::Database& db = *options_.database;
+        for (auto term = db.allterms_begin(start); term != db.allterms_end(start); ++term) {
+            const std::string candidate = (*term).substr(prefix.size());
+            if (candidate == word || (!candidate.empty() && !(candidate[0] >= '0' && candidate[0] <= '9') &&
+                                      stemmer_(candidate) == stem))
+                terms.push_back(*term);
+        }
         if (options_.expansions) {
             constexpr std::size_t kMaxExpansions = 10000;  // a bound on the memory: start over
             if (options_.expansions->terms.size() >= kMaxExpansions) options_.expansions->terms.clear();
-            key = prefix + '\0' + word;
-            auto [at, added] = options_.expansions->terms.try_emplace(key);
-            terms = &at->second;
-            if (!added) return expansion_query(prefix, word, *terms);
+            options_.expansions->terms.emplace(key, terms);
         }
-        const Xapian::Database& db = *options_.database;
-        try {
-            for (auto term = db.allterms_begin(start); term != db.allterms_end(start); ++term) {
-                const std::string candidate = (*term).substr(prefix.size());
-                if (candidate == word || (!candidate.empty() && !(candidate[0] >= '0' && candidate[0] <= '9') &&
-                                          stemmer_(candidate) == stem))
-                    terms->push_back(*term);
-            }
-        } catch (...) {
-            if (options_.expansions) options_.expansions->terms.erase(key);  // never keep half a list
-            throw;
-        }
-        return expansion_query(prefix, word, *terms);
+        return expansion_query(prefix, word, terms);
     }
 
     static Xapian::Query expansion_query(const std::string& prefix, const std::string& word,

@@ -370,12 +370,15 @@ Result<std::vector<KeyInfo>> Keyring::import(std::string_view key_data, const st
         std::size_t added = 0;
         auto bound = add_missing_user_ids(*binary, "<" + bind_to + ">", added);
         if (!bound) return bound.error();
-        auto again = impl_->gpg_import(*bound, true);
-        if (!again) return again.error();
-        for (const auto& fingerprint : again->fingerprints) {
-            if (fingerprints.insert(fingerprint).second && bound_keys.insert(fingerprint).second)
+        if (added > 0) {  // none: the keys gpg skipped had user IDs, only unusable ones
+            auto again = impl_->gpg_import(*bound, true);
+            if (!again) return again.error();
+            for (const auto& fingerprint : again->fingerprints) {
+                if (!fingerprints.insert(fingerprint).second) continue;  // imported the first time already
+                bound_keys.insert(fingerprint);
                 spdlog::info("pgp: key {} from {} has no user ID; bound to {}, the address it was fetched for",
                              fingerprint, source, bind_to);
+            }
         }
     }
     if (fingerprints.empty()) {

@@ -105,9 +105,9 @@ Result<std::string> binary_keys(std::string_view data) {
         while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t')) line.remove_suffix(1);
         if (line.starts_with("-----END PGP ")) break;
         if (!in_body) {
-            if (line.empty()) in_body = true;
-            else if (line.find(": ") == std::string_view::npos) in_body = true, base64 += line;  // no header lines
-            continue;
+            if (line.find(": ") != std::string_view::npos) continue;  // an armor header line
+            in_body = true;
+            if (line.empty()) continue;  // the line that ends the headers; else there were none
         }
         if (line.starts_with("=")) continue;  // the CRC-24 line
         base64 += line;

@@ -28,6 +28,8 @@ constexpr std::string_view kCrlf = "\r\n";
 constexpr std::string_view kMboxFrom = "From ";
 constexpr std::string_view kBeginPgpMessage = "-----BEGIN PGP MESSAGE-----";
 constexpr std::string_view kEndPgpMessage = "-----END PGP MESSAGE-----";
+constexpr std::string_view kBeginSigned = "-----BEGIN PGP SIGNED MESSAGE-----";
+constexpr std::string_view kEndSignature = "-----END PGP SIGNATURE-----";
 constexpr std::string_view kDefaultContentType = "Content-Type: text/plain; charset=us-ascii\r\n";
 
 // ---------------------------------------------------------------------------------------------
@@ -787,8 +789,6 @@ Result<std::variant<PgpEncrypted, PgpSigned>> classify(std::string_view message)
         const std::string_view armor = trim(content);
         if (armor.starts_with(kBeginPgpMessage) && armor.ends_with(kEndPgpMessage))
             return std::variant<PgpEncrypted, PgpSigned>(PgpEncrypted{to_crlf(armor) + "\r\n"});
-        constexpr std::string_view kBeginSigned = "-----BEGIN PGP SIGNED MESSAGE-----";
-        constexpr std::string_view kEndSignature = "-----END PGP SIGNATURE-----";
         const std::size_t begin = armor.find(kBeginSigned);
         const std::size_t end = begin == std::string_view::npos ? begin : armor.find(kEndSignature, begin);
         if (end != std::string_view::npos && (begin == 0 || armor[begin - 1] == '\n')) {
