@@ -484,8 +484,10 @@ int run_serve(const std::string& config_path) {
         tokens = std::make_unique<api::TokenStore>(config->api.tokens_file);
         for (auto& [name, command] : token_control_commands(*tokens, *archive)) handlers.commands[name] = command;
     }
-    // More threads than cores: each request waits for its audit record's synced write.
-    asio::thread_pool api_workers(16);
+    // Searches are CPU work, and a call's audit record waits for its fsync without holding a
+    // thread (ApiService::handle): two threads per core. More share the cores less evenly and
+    // lengthen the slowest answers (docs/benchmarks.md, Audit API).
+    asio::thread_pool api_workers(2 * std::max(2u, std::thread::hardware_concurrency()));
     std::unique_ptr<api::ApiService> api_service;
     std::unique_ptr<api::HttpServer> api_server;
     if (archive && !config->api.listen.empty()) {

@@ -357,7 +357,16 @@ struct Archive::Impl {
     // An event on the chain, with the records it is about written in the same synced batch.
     Status append_event(const std::string& type, const std::string& subject, const std::string& actor,
                         const std::string& detail, std::vector<WriteOp> writes) {
-        if (mode != OpenMode::writer) return Error::permanent("archive.read_only", "the archive is open read-only");
+        if (mode != OpenMode::writer) return read_only();
+        auto result = submit_and_wait(event_operation(type, subject, actor, detail, std::move(writes)));
+        if (!result) return result.error();
+        return Status::success();
+    }
+
+    static Error read_only() { return Error::permanent("archive.read_only", "the archive is open read-only"); }
+
+    static Operation event_operation(const std::string& type, const std::string& subject, const std::string& actor,
+                                     const std::string& detail, std::vector<WriteOp> writes) {
         Operation operation;
         operation.kind = Operation::Kind::event;
         operation.type = type;
@@ -365,9 +374,7 @@ struct Archive::Impl {
         operation.actor = actor;
         operation.detail = detail;
         operation.writes = std::move(writes);
-        auto result = submit_and_wait(std::move(operation));
-        if (!result) return result.error();
-        return Status::success();
+        return operation;
     }
 
     Result<std::optional<std::string>> read(std::size_t column, const std::string& key) const {
@@ -1043,7 +1050,7 @@ Result<std::unique_ptr<Archive>> Archive::open(const ArchiveConfig& config, Open
 
 void Archive::ingest(IngestRequest request, IngestCallback done) {
     if (impl_->mode != OpenMode::writer) {
-        done(Error::permanent("archive.read_only", "the archive is open read-only"));
+        done(Impl::read_only());
         return;
     }
     Result<PreparedIngest> prepared = [&]() -> Result<PreparedIngest> {
@@ -1072,7 +1079,7 @@ Result<IngestResult> Archive::ingest_and_wait(IngestRequest request) {
 }
 
 Status Archive::record_outcomes(const std::string& id, const std::vector<RecipientOutcome>& outcomes) {
-    if (impl_->mode != OpenMode::writer) return Error::permanent("archive.read_only", "the archive is open read-only");
+    if (impl_->mode != OpenMode::writer) return Impl::read_only();
     Operation operation;
     operation.kind = Operation::Kind::outcomes;
     operation.id = id;
@@ -1086,6 +1093,19 @@ Status Archive::record_outcomes(const std::string& id, const std::vector<Recipie
 Status Archive::record_event(const std::string& type, const std::string& subject, const std::string& actor,
                              const std::string& detail) {
     return impl_->append_event(type, subject, actor, detail, {});
+}
+
+void Archive::record_event(const std::string& type, const std::string& subject, const std::string& actor,
+                           const std::string& detail, std::function<void(Status)> done) {
+    if (impl_->mode != OpenMode::writer) {
+        done(Impl::read_only());
+        return;
+    }
+    Operation operation = Impl::event_operation(type, subject, actor, detail, {});
+    operation.done = [done = std::move(done)](Result<IngestResult> result) {
+        done(result ? Status::success() : Status(result.error()));
+    };
+    impl_->submit(std::move(operation));
 }
 
 Status Archive::put_record(const std::string& kind, const std::string& key, const std::string& value,
@@ -1167,7 +1187,7 @@ std::vector<IndexTask> Archive::index_queue(std::size_t limit) const {
 }
 
 Status Archive::index_queue_done(const std::vector<std::string>& keys) {
-    if (impl_->mode != OpenMode::writer) return Error::permanent("archive.read_only", "the archive is open read-only");
+    if (impl_->mode != OpenMode::writer) return Impl::read_only();
     if (keys.empty()) return Status::success();
     Operation operation;
     operation.kind = Operation::Kind::raw;
@@ -1290,7 +1310,7 @@ void Archive::set_escrow_decryptor(std::shared_ptr<EscrowDecryptor> decryptor) {
 }
 
 Status Archive::checkpoint_now() {
-    if (impl_->mode != OpenMode::writer) return Error::permanent("archive.read_only", "the archive is open read-only");
+    if (impl_->mode != OpenMode::writer) return Impl::read_only();
     Operation operation;
     operation.kind = Operation::Kind::checkpoint;
     auto result = impl_->submit_and_wait(std::move(operation));
@@ -1545,7 +1565,7 @@ Result<std::string> Archive::prove(const std::string& id) {
 
 Result<std::uint64_t> Archive::compact(const Progress& progress, bool everything) {
     Impl& impl = *impl_;
-    if (impl.mode != OpenMode::writer) return Error::permanent("archive.read_only", "the archive is open read-only");
+    if (impl.mode != OpenMode::writer) return Impl::read_only();
     if (impl.escrow) return Error::permanent("archive.mode", "escrow content cannot be repacked by the server");
     std::unique_lock running(impl.compact_mutex, std::try_to_lock);
     if (!running.owns_lock()) return Error::temporary("archive.busy", "a repack is already running");
@@ -1643,7 +1663,7 @@ Result<std::uint64_t> Archive::compact(const Progress& progress, bool everything
 
 Result<std::string> Archive::rotate_key(const std::string& actor) {
     Impl& impl = *impl_;
-    if (impl.mode != OpenMode::writer) return Error::permanent("archive.read_only", "the archive is open read-only");
+    if (impl.mode != OpenMode::writer) return Impl::read_only();
     if (impl.escrow) return Error::permanent("archive.mode", "escrow mode has no key-encryption key to rotate");
     Result<std::string> id = [&] {
         std::lock_guard lock(impl.keyring_mutex);

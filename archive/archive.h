@@ -172,6 +172,10 @@ public:
     // Appends an event that changes no record (access, export, import summary...).
     Status record_event(const std::string& type, const std::string& subject, const std::string& actor,
                         const std::string& detail = {});
+    // The same without waiting: `done` runs once, on the committer thread, after the synced
+    // write (or with the error). Keep it short, as for ingest().
+    void record_event(const std::string& type, const std::string& subject, const std::string& actor,
+                      const std::string& detail, std::function<void(Status)> done);
 
     // Records other modules keep in the archive (kind "hold", "export"...), each written in the
     // same atomic, synced write as its event on the chain (type `type`, subject = key, detail =

@@ -222,16 +222,24 @@ struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
             Request request = parser.release();
             const bool keep_alive = request.keep_alive();
             const unsigned version = request.version();
-            auto job = [this, &request, &client] {
-                try {
-                    return service.handle(request, client);
-                } catch (const std::exception& e) {
-                    spdlog::error("api: {} {}: {}", std::string(request.method_string()), std::string(request.target()),
-                                  e.what());
-                    return error_reply(http::status::internal_server_error, "server.internal", "internal error");
-                }
+            auto initiation = [this, &request, &client](auto handler) {
+                std::shared_ptr<PendingCompletion<Reply>> pending = make_pending_completion<Reply>(std::move(handler));
+                asio::post(workers, [this, &request, &client, pending] {
+                    auto answered = std::make_shared<std::atomic<bool>>(false);
+                    auto done = [pending, answered](Reply reply) {
+                        if (!answered->exchange(true)) pending->complete(std::move(reply));
+                    };
+                    try {
+                        service.handle(request, client, done);
+                    } catch (const std::exception& e) {
+                        spdlog::error("api: {} {}: {}", std::string(request.method_string()),
+                                      std::string(request.target()), e.what());
+                        done(error_reply(http::status::internal_server_error, "server.internal", "internal error"));
+                    }
+                });
             };
-            Reply reply = co_await run_blocking(workers, std::move(job));
+            Reply reply =
+                co_await asio::async_initiate<decltype(asio::use_awaitable), void(Reply)>(initiation, asio::use_awaitable);
             const bool written = co_await write_reply(*stream, reply, version, keep_alive);
             if (!written || !keep_alive) break;
             {

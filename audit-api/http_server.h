@@ -6,8 +6,9 @@
 // smtp::make_server_tls_context). HTTP/1.1 keep-alive.
 //
 // The Service does the work: body_limit() is asked after the header arrives (0 refuses any
-// body: 413), handle() runs on the worker pool (it may block on RocksDB or Xapian) and returns
-// a Reply: a body in memory, or a byte range of a file (downloads), streamed in 64 KiB pieces.
+// body: 413), handle() runs on the worker pool (it may block on RocksDB or Xapian) and
+// completes with a Reply: a body in memory, or a byte range of a file (downloads), streamed in
+// 64 KiB pieces.
 //
 // Limits and their answers: more than max_connections at once -> 503 and close; a header over
 // max_header_size -> 431; a body over the route's limit -> 413; malformed HTTP -> 400; a
@@ -20,6 +21,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -59,8 +61,11 @@ public:
     virtual ~Service() = default;
     // The largest body this request may carry (after its header arrived).
     virtual std::uint64_t body_limit(const Request& header) = 0;
-    // Blocking; on the worker pool.
-    virtual Reply handle(const Request& request, const Client& client) = 0;
+    // Runs on the worker pool (it may block on RocksDB or Xapian) and calls `done` once with
+    // the reply, from any thread: after the request's audit record is durable, which frees
+    // the worker while the record waits for its fsync. `request` and `client` stay valid
+    // until then. The server answers 500 if handle() throws before calling `done`.
+    virtual void handle(const Request& request, const Client& client, std::function<void(Reply)> done) = 0;
 };
 
 class HttpServer {

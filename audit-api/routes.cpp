@@ -1138,11 +1138,14 @@ std::uint64_t ApiService::body_limit(const Request& header) {
     return route ? route->body_limit : std::min<std::uint64_t>(impl_->context.config.api.max_body_size, 64 * 1024);
 }
 
-Reply ApiService::handle(const Request& request, const Client& client) {
+void ApiService::handle(const Request& request, const Client& client, std::function<void(Reply)> done) {
     const auto started = Clock::now();
     Impl& impl = *impl_;
     auto target = parse_target(request.target());
-    if (!target) return error_of(target.error());
+    if (!target) {
+        done(error_of(target.error()));
+        return;
+    }
     std::vector<std::string> captures;
     bool path_known = false;
     const Impl::Route* route = impl.find(request.method(), *target, captures, path_known);
@@ -1157,16 +1160,28 @@ Reply ApiService::handle(const Request& request, const Client& client) {
                     allow += (allow.empty() ? "" : ", ") + std::string(http::to_string(other.method));
             }
             refused.headers.emplace_back("Allow", allow);
-            return refused;
+            done(std::move(refused));
+            return;
         }
-        return error_reply(http::status::not_found, "request.route", "no such route");
+        done(error_reply(http::status::not_found, "request.route", "no such route"));
+        return;
     }
     Call call{request, client, *target, std::move(captures), std::nullopt, Json(), ""};
+    // A route that throws answers 500, on the record like any other answer.
+    auto run = [&] {
+        try {
+            return (impl.*(route->run))(call);
+        } catch (const std::exception& e) {
+            spdlog::error("api: {} {}: {}", std::string(request.method_string()), std::string(request.target()), e.what());
+            return error_reply(http::status::internal_server_error, "server.internal", "internal error");
+        }
+    };
     Reply reply;
     if (route->roles == 0) {
-        reply = (impl.*(route->run))(call);
+        reply = run();
         impl.observe(route->pattern, static_cast<unsigned>(reply.status), Clock::now() - started);
-        return reply;
+        done(std::move(reply));
+        return;
     }
 
     // Authentication, role, body; then the route.
@@ -1189,10 +1204,10 @@ Reply ApiService::handle(const Request& request, const Client& client) {
             if (call.body.is_discarded() || !call.body.is_object())
                 reply = error_reply(http::status::bad_request, "request.json", "the body is not a JSON object");
             else
-                reply = (impl.*(route->run))(call);
+                reply = run();
         }
     } else {
-        reply = (impl.*(route->run))(call);
+        reply = run();
     }
 
     // On the record before it leaves.
@@ -1208,14 +1223,19 @@ Reply ApiService::handle(const Request& request, const Client& client) {
         detail["body"] = body;
     }
     const std::string actor = call.token ? call.token->name : "-";
-    if (auto recorded = impl.context.archive->record_event("api", call.subject, actor, dump(detail)); !recorded) {
-        spdlog::error("api: cannot record {} {} on the archive chain: {}", std::string(request.method_string()),
-                      std::string(request.target()), recorded.error().message);
-        reply = error_reply(http::status::service_unavailable, "audit.unavailable",
-                            "the call cannot be put on the audit record; try again later");
-    }
-    impl.observe(route->pattern, static_cast<unsigned>(reply.status), Clock::now() - started);
-    return reply;
+    // The worker is free while the record waits for its group's fsync; the answer leaves after.
+    auto answer = std::make_shared<Reply>(std::move(reply));
+    auto recorded = [&impl, route, answer, started, done = std::move(done),
+                     what = std::string(request.method_string()) + " " + std::string(request.target())](Status status) {
+        if (!status) {
+            spdlog::error("api: cannot record {} on the archive chain: {}", what, status.error().message);
+            *answer = error_reply(http::status::service_unavailable, "audit.unavailable",
+                                  "the call cannot be put on the audit record; try again later");
+        }
+        impl.observe(route->pattern, static_cast<unsigned>(answer->status), Clock::now() - started);
+        done(std::move(*answer));
+    };
+    impl.context.archive->record_event("api", call.subject, actor, dump(detail), std::move(recorded));
 }
 
 }  // namespace postvault::api

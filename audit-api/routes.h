@@ -50,7 +50,7 @@ public:
     ~ApiService() override;
 
     std::uint64_t body_limit(const Request& header) override;
-    Reply handle(const Request& request, const Client& client) override;
+    void handle(const Request& request, const Client& client, std::function<void(Reply)> done) override;
 
     // Every route as "METHOD /api/v1/path/{param}" (the OpenAPI check compares these).
     static std::vector<std::string> route_list();

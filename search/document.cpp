@@ -268,14 +268,26 @@ void add_metadata_terms(Xapian::Document& document, const nlohmann::json& record
 
 }  // namespace
 
+std::string encode_data(const nlohmann::json& data) {
+    // Through JSON text first: its writer is the one that replaces bytes that are not UTF-8.
+    const auto clean = nlohmann::json::parse(data.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    const std::vector<std::uint8_t> cbor = nlohmann::json::to_cbor(clean);
+    return std::string(cbor.begin(), cbor.end());
+}
+
+nlohmann::json decode_data(const std::string& data) {
+    if (data_format(data) == nlohmann::json::input_format_t::json) return nlohmann::json::parse(data, nullptr, false);
+    return nlohmann::json::from_cbor(data, true, false);
+}
+
 void copy_links_to_data(Xapian::Document& document) {
-    nlohmann::json data = nlohmann::json::parse(document.get_data(), nullptr, false);
+    nlohmann::json data = decode_data(document.get_data());
     if (!data.is_object()) return;
     data["thread"] = document.get_value(slot_thread);
     data["duplicate"] = document.get_value(slot_duplicate);
     data["duplicate_of"] = document.get_value(slot_duplicate_of);
     data["near_duplicate_of"] = document.get_value(slot_near_duplicate_of);
-    document.set_data(data.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    document.set_data(encode_data(data));
 }
 
 void apply_metadata(Xapian::Document& document, const nlohmann::json& record) {
@@ -504,7 +516,7 @@ BuiltDocument build_document(const std::string& id, const nlohmann::json& record
                            {"subject", content.subject},
                            {"size", size}};
     if (data["from"].get<std::string>().empty()) data["from"] = record.value("from", std::string());
-    document.set_data(data.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    document.set_data(encode_data(data));
     return built;
 }
 

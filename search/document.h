@@ -32,6 +32,17 @@ struct BuiltDocument {
 // the words with the same stem that the index holds (query.h).
 BuiltDocument build_document(const std::string& id, const nlohmann::json& record, const Content& content);
 
+// A document's data is its result line: {"id", "date", "from", "to", "subject", "size",
+// "thread", "duplicate", "duplicate_of", "near_duplicate_of"}, written as CBOR (RFC 8949),
+// which a search reads without a text parser's cost (it reads one per hit). Indexes written
+// before hold JSON text, which is read too (it starts with '{'; CBOR maps never do). Strings
+// that are not UTF-8 are stored with U+FFFD in place of the bad bytes.
+std::string encode_data(const nlohmann::json& data);
+inline nlohmann::json::input_format_t data_format(const std::string& data) {
+    return data.starts_with('{') ? nlohmann::json::input_format_t::json : nlohmann::json::input_format_t::cbor;
+}
+nlohmann::json decode_data(const std::string& data);  // a discarded value when unreadable
+
 // Copies the links the index writer sets (thread, duplicate group, duplicate_of,
 // near_duplicate_of: values, for the writer's own lookups) into the document data, where a
 // search result reads them with the rest of its line: one read per hit instead of one value

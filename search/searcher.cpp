@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <xapian.h>
 
+#include "search/document.h"
 #include "search/query.h"
 #include "search/schema.h"
 #include "search/snippet.h"
@@ -22,6 +23,66 @@ namespace postvault::search {
 namespace {
 
 const std::string kThreadPrefix(find_field("thread")->prefix);
+
+// A hit's fields from its document data (document.h: a flat map, CBOR or JSON text), read
+// without building a JSON tree: a search reads one for every hit it shows.
+class HitData final : public nlohmann::json_sax<nlohmann::json> {
+public:
+    explicit HitData(Hit& hit) : hit_(hit) {}
+
+    bool has_links = false;  // "thread" and the duplicate links (copy_links_to_data) were there
+
+    bool key(string_t& name) override {
+        text_ = nullptr;
+        number_ = nullptr;
+        if (depth_ != 1) return true;
+        if (name == "thread") has_links = true;
+        if (name == "id") text_ = &hit_.id;
+        else if (name == "from") text_ = &hit_.from;
+        else if (name == "to") text_ = &hit_.to;
+        else if (name == "subject") text_ = &hit_.subject;
+        else if (name == "thread") text_ = &hit_.thread;
+        else if (name == "duplicate") text_ = &hit_.duplicate;
+        else if (name == "duplicate_of") text_ = &hit_.duplicate_of;
+        else if (name == "near_duplicate_of") text_ = &hit_.near_duplicate_of;
+        else if (name == "date") number_ = [](Hit& hit, std::int64_t value) { hit.date = value; };
+        else if (name == "size") number_ = [](Hit& hit, std::int64_t value) { hit.size = static_cast<std::uint64_t>(value); };
+        return true;
+    }
+    bool string(string_t& value) override {
+        if (depth_ == 1 && text_) *text_ = std::move(value);
+        return true;
+    }
+    bool number_integer(number_integer_t value) override {
+        if (depth_ == 1 && number_) number_(hit_, value);
+        return true;
+    }
+    bool number_unsigned(number_unsigned_t value) override { return number_integer(static_cast<number_integer_t>(value)); }
+    bool number_float(number_float_t, const string_t&) override { return true; }
+    bool null() override { return true; }
+    bool boolean(bool) override { return true; }
+    bool binary(binary_t&) override { return true; }
+    bool start_object(std::size_t) override { return enter(); }
+    bool end_object() override { return leave(); }
+    bool start_array(std::size_t) override { return enter(); }
+    bool end_array() override { return leave(); }
+    bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override { return false; }
+
+private:
+    bool enter() {
+        ++depth_;
+        return true;
+    }
+    bool leave() {
+        --depth_;
+        return true;
+    }
+
+    Hit& hit_;
+    int depth_ = 0;
+    std::string* text_ = nullptr;
+    void (*number_)(Hit&, std::int64_t) = nullptr;
+};
 
 // Counts the values of a slot; `multi`: each '\n'-separated value (recipient domains, methods).
 class ValueSpy : public Xapian::MatchSpy {
@@ -317,27 +378,14 @@ Result<SearchResult> Searcher::search(const SearchRequest& request, const TextOf
                 break;
             }
             Hit hit;
-            try {
-                const auto data = nlohmann::json::parse(document.get_data());
-                hit.id = data.value("id", std::string());
-                hit.date = data.value("date", std::int64_t{0});
-                hit.from = data.value("from", std::string());
-                hit.to = data.value("to", std::string());
-                hit.subject = data.value("subject", std::string());
-                hit.size = data.value("size", std::uint64_t{0});
-                if (data.contains("thread")) {  // document.h, copy_links_to_data
-                    hit.thread = data.value("thread", std::string());
-                    hit.duplicate = data.value("duplicate", std::string());
-                    hit.duplicate_of = data.value("duplicate_of", std::string());
-                    hit.near_duplicate_of = data.value("near_duplicate_of", std::string());
-                } else {  // an index written before the links were in the data
-                    hit.thread = document.get_value(slot_thread);
-                    hit.duplicate = document.get_value(slot_duplicate);
-                    hit.duplicate_of = document.get_value(slot_duplicate_of);
-                    hit.near_duplicate_of = document.get_value(slot_near_duplicate_of);
-                }
-            } catch (const std::exception&) {
-                continue;
+            HitData data(hit);
+            const std::string stored = document.get_data();
+            if (!nlohmann::json::sax_parse(stored, &data, data_format(stored))) continue;
+            if (!data.has_links) {  // an index written before the links were in the data
+                hit.thread = document.get_value(slot_thread);
+                hit.duplicate = document.get_value(slot_duplicate);
+                hit.duplicate_of = document.get_value(slot_duplicate_of);
+                hit.near_duplicate_of = document.get_value(slot_near_duplicate_of);
             }
             hit.weight = it.get_weight();
             if (text_of) {

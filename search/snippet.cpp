@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstring>
 
 #include "search/text.h"
 
@@ -81,6 +82,16 @@ private:
     std::string_view text_;
 };
 
+// ASCII `word` equals `folded` (lower case, same length) with A-Z folded.
+bool equal_folded(std::string_view word, std::string_view folded) {
+    for (std::size_t i = 0; i < word.size(); ++i) {
+        char c = word[i];
+        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
+        if (c != folded[i]) return false;
+    }
+    return true;
+}
+
 class Marker {
 public:
     explicit Marker(const SnippetTerms& terms) : terms_(terms) {}
@@ -89,14 +100,14 @@ public:
         if (terms_.words.empty() && terms_.prefixes.empty()) return false;
         bool ascii = true;
         for (unsigned char c : word) ascii = ascii && c < 0x80;
-        std::string folded;
-        if (ascii) {
-            folded.assign(word);
-            for (char& c : folded)
-                if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-        } else {
-            folded = fold_text(word);
+        if (ascii) {  // the common case, compared in place
+            for (const auto& wanted : terms_.words)
+                if (wanted.size() == word.size() && equal_folded(word, wanted)) return true;
+            for (const auto& stem : terms_.prefixes)
+                if (word.size() >= stem.size() && equal_folded(word.substr(0, stem.size()), stem)) return true;
+            return false;
         }
+        const std::string folded = fold_text(word);
         for (const auto& wanted : terms_.words)
             if (folded == wanted) return true;
         for (const auto& stem : terms_.prefixes)
@@ -124,40 +135,47 @@ void append_escaped(std::string& out, std::string_view text, bool html) {
     }
 }
 
-// Near where the first marked word can be: a little before the first place where one of the
-// terms occurs as a string, ASCII case folded (text.size() when none occurs). Words with other
-// characters than ASCII cannot be looked for this way: then 0, and the word scan reads it all.
-std::size_t first_candidate(std::string_view text, const SnippetTerms& terms) {
-    constexpr std::size_t kBlock = 4096, kLead = 160;
-    std::size_t longest = 0;
-    for (const auto* list : {&terms.words, &terms.prefixes})
-        for (const auto& term : *list) {
-            for (unsigned char c : term)
-                if (c >= 0x80) return 0;
-            longest = std::max(longest, term.size());
-        }
-    if (longest == 0) return text.size();
-    std::string lower;
-    for (std::size_t block = 0; block < text.size(); block += kBlock) {
-        const std::size_t block_end = std::min(text.size(), block + kBlock + longest);
-        lower.assign(text.substr(block, block_end - block));
-        for (char& c : lower)
-            if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
-        std::size_t first = std::string::npos;
-        for (const auto* list : {&terms.words, &terms.prefixes})
-            for (const auto& term : *list)
-                if (const std::size_t at = lower.find(term); at != std::string::npos) first = std::min(first, at);
-        if (first != std::string::npos) {
-            if (block + first < kLead) return 0;
-            // Past the word the lead may have cut into.
-            std::size_t from = block + first - kLead;
-            while (from < text.size() && (std::isalnum(static_cast<unsigned char>(text[from])) ||
-                                          static_cast<unsigned char>(text[from]) >= 0x80))
-                ++from;
-            return from;
+// Which byte of `term` to look for first: the rarest in English text (letters by their usual
+// frequency; digits and punctuation rarer still), so that few places need checking.
+std::size_t rarest_byte(std::string_view term) {
+    constexpr std::string_view kByFrequency = "etaoinshrdlcumwfgypbvkjxqz";
+    std::size_t best = 0, best_rank = 0;
+    for (std::size_t i = 0; i < term.size(); ++i) {
+        const std::size_t found = kByFrequency.find(term[i]);
+        const std::size_t rank = found == std::string_view::npos ? kByFrequency.size() : found;
+        if (i == 0 || rank > best_rank) {
+            best = i;
+            best_rank = rank;
         }
     }
-    return text.size();
+    return best;
+}
+
+// The first occurrence of `term` (ASCII, lower case) in `text` that starts in [from, to], ASCII
+// case folded, or npos. Its rarest byte is looked for with memchr (in both cases), then the
+// rest compared.
+std::size_t find_folded(std::string_view text, std::string_view term, std::size_t from, std::size_t to) {
+    if (term.empty() || term.size() > text.size()) return std::string_view::npos;
+    const std::size_t key = rarest_byte(term);
+    const char lower = term[key];
+    const char upper = lower >= 'a' && lower <= 'z' ? static_cast<char>(lower - 32) : lower;
+    // The key byte of an occurrence starting at s is at s + key, for s <= last.
+    const std::size_t last = std::min(to, text.size() - term.size());
+    auto next = [&](char c, std::size_t from) -> std::size_t {
+        if (from > last + key) return std::string_view::npos;
+        const void* at = std::memchr(text.data() + from, c, last + key + 1 - from);
+        return at ? static_cast<std::size_t>(static_cast<const char*>(at) - text.data()) : std::string_view::npos;
+    };
+    std::size_t at_lower = next(lower, from + key);
+    std::size_t at_upper = upper == lower ? std::string_view::npos : next(upper, from + key);
+    while (at_lower != std::string_view::npos || at_upper != std::string_view::npos) {
+        const bool take_lower = at_upper == std::string_view::npos || (at_lower != std::string_view::npos && at_lower < at_upper);
+        const std::size_t at = take_lower ? at_lower : at_upper;
+        if (equal_folded(text.substr(at - key, term.size()), term)) return at - key;
+        if (take_lower) at_lower = next(lower, at + 1);
+        else at_upper = next(upper, at + 1);
+    }
+    return std::string_view::npos;
 }
 
 bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
@@ -170,6 +188,49 @@ std::string collapse_spaces(std::string_view text) {
         else if (out.empty() || out.back() != ' ') out += ' ';
     }
     return out;
+}
+
+// Where a snippet starts: a few words before the first marked word; 0 when none is marked.
+// With ASCII terms, the word scan runs only near the places where a term occurs as a string
+// (ASCII case folded); an occurrence inside another word ("data" in "metadata") is passed
+// over and the string search goes on after it. Other terms need the scan of the whole text.
+std::size_t snippet_start(std::string_view text, const SnippetTerms& terms, const Words& words, const Marker& marker) {
+    constexpr std::size_t kWordsBefore = 6, kLead = 160;
+    bool ascii = true;
+    for (const auto* list : {&terms.words, &terms.prefixes})
+        for (const auto& term : *list)
+            for (unsigned char c : term) ascii = ascii && c < 0x80;
+    if (terms.words.empty() && terms.prefixes.empty()) return 0;
+    std::size_t look_from = 0;
+    while (look_from < text.size()) {
+        std::size_t scan_from = 0, last_begin = text.size();  // the words that start in [scan_from, last_begin]
+        if (ascii) {
+            std::size_t first = std::string_view::npos;
+            for (const auto* list : {&terms.words, &terms.prefixes})
+                for (const auto& term : *list)
+                    if (const std::size_t at = find_folded(text, term, look_from, std::min(first, text.size()));
+                        at != std::string_view::npos)
+                        first = at;
+            if (first == std::string_view::npos) return 0;
+            last_begin = first;
+            if (first >= kLead) {
+                scan_from = first - kLead;  // past the word the lead may have cut into
+                while (scan_from < first && (std::isalnum(static_cast<unsigned char>(text[scan_from])) ||
+                                             static_cast<unsigned char>(text[scan_from]) >= 0x80))
+                    ++scan_from;
+            }
+        }
+        std::vector<std::size_t> recent;  // starts of the last words seen
+        std::size_t begin = 0, end = scan_from;
+        for (std::size_t at = scan_from; words.next(at, begin, end) && begin <= last_begin; at = end) {
+            if (marker.marks(text.substr(begin, end - begin))) return recent.empty() ? begin : recent.front();
+            recent.push_back(begin);
+            if (recent.size() > kWordsBefore) recent.erase(recent.begin());
+        }
+        if (!ascii) return 0;
+        look_from = last_begin + 1;
+    }
+    return 0;
 }
 
 }  // namespace
@@ -189,19 +250,8 @@ std::string make_snippet(std::string_view text, const SnippetTerms& terms, std::
     const Words words(text);
     const Marker marker(terms);
 
-    // Where to start: a few words before the first marked word (the start of the text when none).
-    constexpr std::size_t kWordsBefore = 6;
-    std::vector<std::size_t> recent;  // starts of the last words seen
-    std::size_t start = 0, begin = 0, end = 0;
-    const std::size_t scan_from = first_candidate(text, terms);
-    for (std::size_t at = scan_from; scan_from < text.size() && words.next(at, begin, end); at = end) {
-        if (marker.marks(text.substr(begin, end - begin))) {
-            start = recent.empty() ? begin : recent.front();
-            break;
-        }
-        recent.push_back(begin);
-        if (recent.size() > kWordsBefore) recent.erase(recent.begin());
-    }
+    const std::size_t start = snippet_start(text, terms, words, marker);
+    std::size_t begin = 0, end = 0;
 
     const std::string_view open = html ? "<b>" : "[", close = html ? "</b>" : "]";
     std::string out;

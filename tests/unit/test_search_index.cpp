@@ -61,7 +61,7 @@ protected:
     static std::vector<std::string> ids_with(const Xapian::Database& db, const std::string& term) {
         std::vector<std::string> ids;
         for (auto it = db.postlist_begin(term); it != db.postlist_end(term); ++it)
-            ids.push_back(nlohmann::json::parse(db.get_document(*it).get_data())["id"]);
+            ids.push_back(decode_data(db.get_document(*it).get_data())["id"]);
         std::sort(ids.begin(), ids.end());
         return ids;
     }
@@ -70,7 +70,7 @@ protected:
     static void expect_links_in_data(const Xapian::Database& db) {
         for (auto it = db.postlist_begin(""); it != db.postlist_end(""); ++it) {
             const Xapian::Document document = db.get_document(*it);
-            const auto data = nlohmann::json::parse(document.get_data());
+            const auto data = decode_data(document.get_data());
             EXPECT_EQ(data.value("thread", "?"), document.get_value(slot_thread)) << data.dump();
             EXPECT_EQ(data.value("duplicate", "?"), document.get_value(slot_duplicate)) << data.dump();
             EXPECT_EQ(data.value("duplicate_of", "?"), document.get_value(slot_duplicate_of)) << data.dump();
@@ -147,6 +147,45 @@ TEST_F(IndexTest, AKeptSearcherFindsWordsWithTheSameStemAddedSinceItsLastQuery) 
     ASSERT_TRUE((*searcher)->refresh());
     EXPECT_EQ(*(*searcher)->count("merger"), 2u);
     EXPECT_EQ(*(*searcher)->count("mergers"), 2u);
+}
+
+TEST_F(IndexTest, ResultLinesAreCborAndAnIndexWithJsonTextLinesStillAnswers) {
+    add("m1", message("a@x", {}, "the merger talks", "Fusion \xff news"));  // a byte that is not UTF-8
+    auto db = reader();
+    const Xapian::docid docid = *db.postlist_begin("Qm1");
+    const std::string stored = db.get_document(docid).get_data();
+    EXPECT_NE(stored.front(), '{');
+    EXPECT_EQ(decode_data(stored)["subject"], "Fusion \xef\xbf\xbd news");
+    auto search = [&] {
+        auto searcher = Searcher::open(config.directory, "english");
+        EXPECT_TRUE(searcher) << searcher.error().message;
+        SearchRequest request;
+        request.query = "merger";
+        auto result = (*searcher)->search(request);
+        EXPECT_TRUE(result) << result.error().message;
+        EXPECT_EQ(result->hits.size(), 1u);
+        return result->hits.empty() ? Hit() : result->hits[0];
+    };
+    const Hit hit = search();
+    EXPECT_EQ(hit.id, "m1");
+    EXPECT_EQ(hit.from, "Alice Smith <alice@corp.example>");
+    EXPECT_EQ(hit.date, 1700000000);
+    EXPECT_EQ(hit.size, 1234u);
+    EXPECT_EQ(hit.thread, "m1");
+
+    // A line as indexes before wrote it: JSON text, without the links (read from the values).
+    writer.reset();
+    {
+        Xapian::WritableDatabase old((dir.path() / "index" / "current").string());
+        Xapian::Document document = old.get_document(docid);
+        document.set_data(R"({"id":"m1","date":1700000000,"from":"Old <old@x>","to":"","subject":"s","size":7})");
+        old.replace_document(docid, document);
+        old.commit();
+    }
+    const Hit old_hit = search();
+    EXPECT_EQ(old_hit.from, "Old <old@x>");
+    EXPECT_EQ(old_hit.size, 7u);
+    EXPECT_EQ(old_hit.thread, "m1");
 }
 
 TEST_F(IndexTest, IndexingTwiceLeavesOneDocument) {

@@ -35,6 +35,24 @@ TEST(SearchSnippet, MarksTheFirstMatchWithAFewWordsBeforeIt) {
     EXPECT_LE(snippet.size(), 120u + 40u) << snippet;
 }
 
+TEST(SearchSnippet, TheEarliestOfSeveralWordsInAnyCaseDecidesWhereItStarts) {
+    // Far past the first few kilobytes, in mixed case, with a later word listed first and
+    // near-misses ("Inod", "DEADLOC") before the real words.
+    std::string text;
+    for (int i = 0; i < 2000; ++i) text += "Inod DEADLOC filler" + std::to_string(i) + " ";
+    text += "then an InOdE went missing before the DeadLock";
+    const std::string snippet = make_snippet(text, terms_of("deadlock OR inode"), 120, false);
+    EXPECT_EQ(snippet, "…filler1998 Inod DEADLOC filler1999 then an [InOdE] went missing before the [DeadLock]");
+    EXPECT_EQ(make_snippet("no such word here", terms_of("inode"), 60, false), "no such word here");
+    EXPECT_EQ(make_snippet("Deadlock", terms_of("deadlock"), 60, false), "[Deadlock]");  // the whole text
+    // The word inside other words ("metadata", "DATABASE") is passed over, however often.
+    std::string inside;
+    for (int i = 0; i < 500; ++i) inside += "metadata DATABASE update" + std::to_string(i) + " ";
+    EXPECT_EQ(make_snippet(inside + "so the data went", terms_of("data"), 60, false),
+              "…update498 metadata DATABASE update499 so the [data] went");
+    EXPECT_EQ(make_snippet("ext3 or EXT4", terms_of("ext4"), 60, false), "ext3 or [EXT4]");
+}
+
 TEST(SearchSnippet, AdjacentMarkedWordsShareOneMarkAndPunctuationSplitsThem) {
     const SnippetTerms terms = terms_of("\"escrow body 2\"");
     EXPECT_EQ(make_snippet("This is escrow body 2.", terms, 240, false), "This is [escrow body 2].");
