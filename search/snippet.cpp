@@ -201,16 +201,24 @@ std::size_t snippet_start(std::string_view text, const SnippetTerms& terms, cons
         for (const auto& term : *list)
             for (unsigned char c : term) ascii = ascii && c < 0x80;
     if (terms.words.empty() && terms.prefixes.empty()) return 0;
+    // What to look for as strings: a term that another one starts ("corrupt" for "corrupted",
+    // as a stemmed word expands) is enough for both.
+    std::vector<std::string_view> needles;
+    for (const auto* list : {&terms.words, &terms.prefixes})
+        for (const auto& term : *list) needles.push_back(term);
+    std::sort(needles.begin(), needles.end());
+    std::vector<std::string_view> looked_for;
+    for (const auto needle : needles)
+        if (looked_for.empty() || !needle.starts_with(looked_for.back())) looked_for.push_back(needle);
     std::size_t look_from = 0;
     while (look_from < text.size()) {
         std::size_t scan_from = 0, last_begin = text.size();  // the words that start in [scan_from, last_begin]
         if (ascii) {
             std::size_t first = std::string_view::npos;
-            for (const auto* list : {&terms.words, &terms.prefixes})
-                for (const auto& term : *list)
-                    if (const std::size_t at = find_folded(text, term, look_from, std::min(first, text.size()));
-                        at != std::string_view::npos)
-                        first = at;
+            for (const auto needle : looked_for)
+                if (const std::size_t at = find_folded(text, needle, look_from, std::min(first, text.size()));
+                    at != std::string_view::npos)
+                    first = at;
             if (first == std::string_view::npos) return 0;
             last_begin = first;
             if (first >= kLead) {
