@@ -180,8 +180,8 @@ struct IndexWriter::Impl {
         // archive-id order, so only this document changes; when an earlier copy arrives late
         // (parallel imports, concurrent SMTP sessions), the later copies are rewritten to name it.
         auto id_of = [&](const Xapian::Document& other) {
-            const std::string key = other.get_value(slot_sort_key);
-            return key.size() > 8 ? key.substr(8) : std::string();
+            const nlohmann::json data = decode_data(other.get_data());
+            return data.is_object() ? data.value("id", std::string()) : std::string();
         };
         const std::string duplicate_flag = make_term(kIsPrefix, "duplicate");
         const std::string key_term = make_term(kDuplicatePrefix, built.duplicate_key);

@@ -79,7 +79,7 @@ inline constexpr std::string_view kIdPrefix = "Q";
 // Value slots.
 enum Slot : unsigned {
     slot_date = 0,          // sortable_serialise(seconds since the epoch, UTC), from Date: (else received)
-    slot_sort_key = 1,      // 8-byte big-endian microseconds + archive id: unique, for date sort and cursors
+    slot_sort_key = 1,      // 8-byte big-endian microseconds + 7 bytes of SHA-256(id): date sort, cursors
     slot_size = 2,          // sortable_serialise(bytes)
     slot_month = 3,         // "YYYY-MM" (facet)
     slot_sender_domain = 4, // facet

@@ -4,6 +4,7 @@
 #include <xapian.h>
 
 #include <algorithm>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -186,6 +187,48 @@ TEST_F(IndexTest, ResultLinesAreCborAndAnIndexWithJsonTextLinesStillAnswers) {
     EXPECT_EQ(old_hit.from, "Old <old@x>");
     EXPECT_EQ(old_hit.size, 7u);
     EXPECT_EQ(old_hit.thread, "m1");
+}
+
+TEST_F(IndexTest, PagesThroughMessagesOfOneSecondEachOnceWithOldAndNewSortKeys) {
+    // 23 messages of one second, and one a second later; a page of 5 at a time.
+    for (int i = 0; i < 24; ++i) {
+        Content content = message("M" + std::to_string(i) + "@x", {}, "same second");
+        content.date = i < 23 ? 1700000000 : 1700000001;
+        add("id" + std::to_string(100 + i), content);
+    }
+    ASSERT_TRUE(writer->commit());
+    // Six keep the key indexes wrote before: the date, then the whole id.
+    writer.reset();
+    {
+        Xapian::WritableDatabase db((dir.path() / "index" / "current").string());
+        for (int i = 0; i < 6; ++i) {
+            const std::string id = "id" + std::to_string(100 + i);
+            const Xapian::docid docid = *db.postlist_begin("Q" + id);
+            Xapian::Document document = db.get_document(docid);
+            const std::string key = document.get_value(slot_sort_key);
+            ASSERT_EQ(key.size(), 15u);
+            document.add_value(slot_sort_key, key.substr(0, 8) + id);
+            db.replace_document(docid, document);
+        }
+        db.commit();
+    }
+    auto searcher = Searcher::open(config.directory, "english");
+    ASSERT_TRUE(searcher) << searcher.error().message;
+    std::vector<std::string> seen;
+    SearchRequest request;
+    request.query = "same";
+    request.limit = 5;
+    for (int page = 0; page < 10; ++page) {
+        auto result = (*searcher)->search(request);
+        ASSERT_TRUE(result) << result.error().message;
+        EXPECT_EQ(result->total, 24u);
+        for (const auto& hit : result->hits) seen.push_back(hit.id);
+        if (result->next_cursor.empty()) break;
+        request.cursor = result->next_cursor;
+    }
+    ASSERT_EQ(seen.size(), 24u);
+    EXPECT_EQ(seen.front(), "id123");  // the later second first
+    EXPECT_EQ(std::set<std::string>(seen.begin(), seen.end()).size(), 24u);
 }
 
 TEST_F(IndexTest, IndexingTwiceLeavesOneDocument) {
