@@ -276,18 +276,6 @@ void add_metadata_terms(Xapian::Document& document, const nlohmann::json& record
 
 }  // namespace
 
-std::string encode_data(const nlohmann::json& data) {
-    // Through JSON text first: its writer is the one that replaces bytes that are not UTF-8.
-    const auto clean = nlohmann::json::parse(data.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
-    const std::vector<std::uint8_t> cbor = nlohmann::json::to_cbor(clean);
-    return std::string(cbor.begin(), cbor.end());
-}
-
-nlohmann::json decode_data(const std::string& data) {
-    if (data_format(data) == nlohmann::json::input_format_t::json) return nlohmann::json::parse(data, nullptr, false);
-    return nlohmann::json::from_cbor(data, true, false);
-}
-
 void copy_links_to_data(Xapian::Document& document) {
     nlohmann::json data = decode_data(document.get_data());
     if (!data.is_object()) return;

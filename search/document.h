@@ -33,15 +33,19 @@ struct BuiltDocument {
 BuiltDocument build_document(const std::string& id, const nlohmann::json& record, const Content& content);
 
 // A document's data is its result line: {"id", "date", "from", "to", "subject", "size",
-// "thread", "duplicate", "duplicate_of", "near_duplicate_of"}, written as CBOR (RFC 8949),
-// which a search reads without a text parser's cost (it reads one per hit). Indexes written
-// before hold JSON text, which is read too (it starts with '{'; CBOR maps never do). Strings
-// that are not UTF-8 are stored with U+FFFD in place of the bad bytes.
+// "thread", "duplicate", "duplicate_of", "near_duplicate_of"} as CBOR (RFC 8949) in a zstd
+// frame. A search reads one per hit: CBOR needs no text parser, and data that is already
+// compressed is stored by Xapian as it is, so no zlib inflate per read (Xapian deflates what
+// it can). Indexes written before hold JSON text, or bare CBOR, which are read too (JSON
+// starts with '{', a zstd frame with 0x28, a CBOR map with 0xA0-0xBF). Strings that are not
+// UTF-8 are stored with U+FFFD in place of the bad bytes. (document_data.cpp)
 std::string encode_data(const nlohmann::json& data);
-inline nlohmann::json::input_format_t data_format(const std::string& data) {
-    return data.starts_with('{') ? nlohmann::json::input_format_t::json : nlohmann::json::input_format_t::cbor;
+// The stored bytes as JSON text or CBOR (a zstd frame unpacked), and which of the two.
+std::string unpack_data(const std::string& stored);
+inline nlohmann::json::input_format_t data_format(const std::string& unpacked) {
+    return unpacked.starts_with('{') ? nlohmann::json::input_format_t::json : nlohmann::json::input_format_t::cbor;
 }
-nlohmann::json decode_data(const std::string& data);  // a discarded value when unreadable
+nlohmann::json decode_data(const std::string& stored);  // a discarded value when unreadable
 
 // Copies the links the index writer sets (thread, duplicate group, duplicate_of,
 // near_duplicate_of: values, for the writer's own lookups) into the document data, where a

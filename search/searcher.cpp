@@ -379,7 +379,7 @@ Result<SearchResult> Searcher::search(const SearchRequest& request, const TextOf
             }
             Hit hit;
             HitData data(hit);
-            const std::string stored = document.get_data();
+            const std::string stored = unpack_data(document.get_data());
             if (!nlohmann::json::sax_parse(stored, &data, data_format(stored))) continue;
             if (!data.has_links) {  // an index written before the links were in the data
                 hit.thread = document.get_value(slot_thread);

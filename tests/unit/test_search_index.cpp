@@ -150,12 +150,12 @@ TEST_F(IndexTest, AKeptSearcherFindsWordsWithTheSameStemAddedSinceItsLastQuery) 
     EXPECT_EQ(*(*searcher)->count("mergers"), 2u);
 }
 
-TEST_F(IndexTest, ResultLinesAreCborAndAnIndexWithJsonTextLinesStillAnswers) {
+TEST_F(IndexTest, ResultLinesAreZstdCborAndIndexesWithJsonTextOrBareCborLinesStillAnswer) {
     add("m1", message("a@x", {}, "the merger talks", "Fusion \xff news"));  // a byte that is not UTF-8
     auto db = reader();
     const Xapian::docid docid = *db.postlist_begin("Qm1");
     const std::string stored = db.get_document(docid).get_data();
-    EXPECT_NE(stored.front(), '{');
+    EXPECT_EQ(static_cast<unsigned char>(stored.front()), 0x28);  // a zstd frame
     EXPECT_EQ(decode_data(stored)["subject"], "Fusion \xef\xbf\xbd news");
     auto search = [&] {
         auto searcher = Searcher::open(config.directory, "english");
@@ -187,6 +187,19 @@ TEST_F(IndexTest, ResultLinesAreCborAndAnIndexWithJsonTextLinesStillAnswers) {
     EXPECT_EQ(old_hit.from, "Old <old@x>");
     EXPECT_EQ(old_hit.size, 7u);
     EXPECT_EQ(old_hit.thread, "m1");
+
+    // Bare CBOR, as written for a while.
+    {
+        Xapian::WritableDatabase old((dir.path() / "index" / "current").string());
+        Xapian::Document document = old.get_document(docid);
+        const auto cbor = nlohmann::json::to_cbor({{"id", "m1"}, {"from", "Cbor <c@x>"}, {"thread", "t"}});
+        document.set_data(std::string(cbor.begin(), cbor.end()));
+        old.replace_document(docid, document);
+        old.commit();
+    }
+    const Hit cbor_hit = search();
+    EXPECT_EQ(cbor_hit.from, "Cbor <c@x>");
+    EXPECT_EQ(cbor_hit.thread, "t");
 }
 
 TEST_F(IndexTest, PagesThroughMessagesOfOneSecondEachOnceWithOldAndNewSortKeys) {
