@@ -5,6 +5,7 @@
 #include <charconv>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cmath>
 #include <cstring>
 #include <ctime>
@@ -240,6 +241,9 @@ struct ApiService::Impl {
     std::mutex searchers_mutex;
     std::vector<std::unique_ptr<search::Searcher>> idle_searchers;
     std::mutex metrics_mutex;
+    std::mutex recording_mutex;
+    std::condition_variable recorded;
+    std::size_t recording = 0;  // calls whose audit record is being written
     std::map<std::string, std::unique_ptr<RouteMetrics>> metrics;  // by route pattern
     std::atomic<std::uint64_t> unauthorized{0};
 
@@ -306,6 +310,10 @@ struct ApiService::Impl {
 
     ~Impl() {
         if (integrity_thread.joinable()) integrity_thread.join();
+        // Calls whose audit record is still with the archive's committer use this object when
+        // it is written: wait for them (the archive outlives the service).
+        std::unique_lock lock(recording_mutex);
+        recorded.wait(lock, [this] { return recording == 0; });
     }
 
     // The route for a method and path; `path_known` tells 405 from 404.
@@ -1225,8 +1233,8 @@ void ApiService::handle(const Request& request, const Client& client, std::funct
     const std::string actor = call.token ? call.token->name : "-";
     // The worker is free while the record waits for its group's fsync; the answer leaves after.
     auto answer = std::make_shared<Reply>(std::move(reply));
-    auto recorded = [&impl, route, answer, started, done = std::move(done),
-                     what = std::string(request.method_string()) + " " + std::string(request.target())](Status status) {
+    auto on_recorded = [&impl, route, answer, started, done = std::move(done),
+                        what = std::string(request.method_string()) + " " + std::string(request.target())](Status status) {
         if (!status) {
             spdlog::error("api: cannot record {} on the archive chain: {}", what, status.error().message);
             *answer = error_reply(http::status::service_unavailable, "audit.unavailable",
@@ -1234,8 +1242,14 @@ void ApiService::handle(const Request& request, const Client& client, std::funct
         }
         impl.observe(route->pattern, static_cast<unsigned>(answer->status), Clock::now() - started);
         done(std::move(*answer));
+        std::lock_guard lock(impl.recording_mutex);
+        if (--impl.recording == 0) impl.recorded.notify_all();
     };
-    impl.context.archive->record_event("api", call.subject, actor, dump(detail), std::move(recorded));
+    {
+        std::lock_guard lock(impl.recording_mutex);
+        ++impl.recording;
+    }
+    impl.context.archive->record_event("api", call.subject, actor, dump(detail), std::move(on_recorded));
 }
 
 }  // namespace postvault::api
