@@ -1,14 +1,13 @@
 // search/document.cpp — see document.h.
 #include "search/document.h"
 
-#include <openssl/evp.h>
-
 #include <algorithm>
 #include <array>
 #include <cstring>
 #include <ctime>
 #include <set>
 
+#include "archive/chain.h"
 #include "common/mail.h"
 #include "search/schema.h"
 #include "search/text.h"
@@ -132,10 +131,8 @@ std::string sort_key(std::int64_t seconds, const std::string& id) {
         key[static_cast<std::size_t>(i)] = static_cast<char>(micros & 0xff);
         micros >>= 8;
     }
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int size = 0;
-    EVP_Digest(id.data(), id.size(), digest, &size, EVP_sha256(), nullptr);
-    key.append(reinterpret_cast<const char*>(digest), 7);
+    const archive::Hash digest = archive::sha256(id);
+    key.append(reinterpret_cast<const char*>(digest.data()), 7);
     return key;
 }
 
@@ -148,18 +145,7 @@ std::string join_lines(const std::set<std::string>& values) {
     return out;
 }
 
-std::string hex_digest(std::string_view text) {
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int size = 0;
-    EVP_Digest(text.data(), text.size(), digest, &size, EVP_sha256(), nullptr);
-    static const char* hex = "0123456789abcdef";
-    std::string out;
-    for (unsigned i = 0; i < 12 && i < size; ++i) {
-        out += hex[digest[i] >> 4];
-        out += hex[digest[i] & 15];
-    }
-    return out;
-}
+std::string hex_digest(std::string_view text) { return archive::to_hex(archive::sha256(text)).substr(0, 24); }
 
 // Attachment categories for has:.
 std::vector<std::string> categories(const Attachment& attachment) {

@@ -36,12 +36,14 @@ public:
         text_ = nullptr;
         number_ = nullptr;
         if (depth_ != 1) return true;
-        if (name == "thread") has_links = true;
         if (name == "id") text_ = &hit_.id;
         else if (name == "from") text_ = &hit_.from;
         else if (name == "to") text_ = &hit_.to;
         else if (name == "subject") text_ = &hit_.subject;
-        else if (name == "thread") text_ = &hit_.thread;
+        else if (name == "thread") {
+            text_ = &hit_.thread;
+            has_links = true;
+        }
         else if (name == "duplicate") text_ = &hit_.duplicate;
         else if (name == "duplicate_of") text_ = &hit_.duplicate_of;
         else if (name == "near_duplicate_of") text_ = &hit_.near_duplicate_of;

@@ -196,26 +196,14 @@ std::string collapse_spaces(std::string_view text) {
 // over and the string search goes on after it. Other terms need the scan of the whole text.
 std::size_t snippet_start(std::string_view text, const SnippetTerms& terms, const Words& words, const Marker& marker) {
     constexpr std::size_t kWordsBefore = 6, kLead = 160;
-    bool ascii = true;
-    for (const auto* list : {&terms.words, &terms.prefixes})
-        for (const auto& term : *list)
-            for (unsigned char c : term) ascii = ascii && c < 0x80;
     if (terms.words.empty() && terms.prefixes.empty()) return 0;
-    // What to look for as strings: a term that another one starts ("corrupt" for "corrupted",
-    // as a stemmed word expands) is enough for both.
-    std::vector<std::string_view> needles;
-    for (const auto* list : {&terms.words, &terms.prefixes})
-        for (const auto& term : *list) needles.push_back(term);
-    std::sort(needles.begin(), needles.end());
-    std::vector<std::string_view> looked_for;
-    for (const auto needle : needles)
-        if (looked_for.empty() || !needle.starts_with(looked_for.back())) looked_for.push_back(needle);
+    const bool ascii = !terms.needles.empty();
     std::size_t look_from = 0;
     while (look_from < text.size()) {
         std::size_t scan_from = 0, last_begin = text.size();  // the words that start in [scan_from, last_begin]
         if (ascii) {
             std::size_t first = std::string_view::npos;
-            for (const auto needle : looked_for)
+            for (const auto& needle : terms.needles)
                 if (const std::size_t at = find_folded(text, needle, look_from, std::min(first, text.size()));
                     at != std::string_view::npos)
                     first = at;
@@ -251,6 +239,16 @@ SnippetTerms snippet_terms(const Xapian::Query& query) {
             terms.words.push_back(std::move(word));
     }
     add_wildcards(query, terms.prefixes);
+    std::vector<std::string> all = terms.words;
+    all.insert(all.end(), terms.prefixes.begin(), terms.prefixes.end());
+    std::sort(all.begin(), all.end());
+    for (auto& term : all) {
+        if (std::any_of(term.begin(), term.end(), [](unsigned char c) { return c >= 0x80; })) {
+            terms.needles.clear();
+            break;
+        }
+        if (terms.needles.empty() || !term.starts_with(terms.needles.back())) terms.needles.push_back(std::move(term));
+    }
     return terms;
 }
 

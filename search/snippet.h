@@ -27,6 +27,10 @@ namespace postvault::search {
 struct SnippetTerms {
     std::vector<std::string> words;     // folded
     std::vector<std::string> prefixes;  // folded wildcard stems
+    // What make_snippet looks for as strings, worked out once per query: the words and
+    // prefixes less those another one starts ("corrupt" finds "corrupted" too). Empty when a
+    // term has other characters than ASCII: then the whole text is scanned word by word.
+    std::vector<std::string> needles;
 };
 
 SnippetTerms snippet_terms(const Xapian::Query& query);
