@@ -111,15 +111,6 @@ std::string join_mailboxes(const std::vector<Mailbox>& list) {
     return out;
 }
 
-std::string month_of(std::int64_t seconds) {
-    const std::time_t time = static_cast<std::time_t>(seconds);
-    std::tm tm{};
-    gmtime_r(&time, &tm);
-    char buffer[32];
-    std::snprintf(buffer, sizeof buffer, "%04d-%02d", tm.tm_year + 1900, tm.tm_mon + 1);
-    return buffer;
-}
-
 // 15 bytes, so that the string holds it without an allocation (the match makes one for every
 // candidate it sorts): the date, then 7 bytes of the id's SHA-256 to order and tell apart the
 // messages of one second. (Indexes written before hold the whole id after the date: the order
@@ -454,6 +445,7 @@ BuiltDocument build_document(const std::string& id, const nlohmann::json& record
     document.add_value(slot_sort_key, sort_key(date, id));
     document.add_value(slot_size, Xapian::sortable_serialise(static_cast<double>(size)));
     document.add_value(slot_month, month_of(date));
+    document.add_boolean_term(month_term(date));
     std::string sender_domain;
     if (!content.from.empty()) sender_domain = domain_of(content.from.front().address);
     if (sender_domain.empty()) sender_domain = domain_of(record.value("from", std::string()));

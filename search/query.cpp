@@ -557,15 +557,51 @@ Result<DateBound> parse_date_bound(std::string_view text, std::size_t column, st
     return DateBound{to_double(Seconds{start}), before(Seconds{start + days{1}}), false};
 }
 
-Result<Xapian::Query> date_query(std::string_view value, std::size_t column, std::int64_t now) {
+// Seconds from `low` to `high` (either may be infinite) on slot_date. With the index's month
+// terms: the terms of the months inside the range, and the value range only within the months
+// at its ends that it covers in part (a value range is a read of every document's value).
+Xapian::Query date_span(double low, double high, const std::vector<std::string>* months) {
+    const double infinity = std::numeric_limits<double>::infinity();
+    Xapian::Query values;
+    if (low == -infinity)
+        values = Xapian::Query(Xapian::Query::OP_VALUE_LE, slot_date, Xapian::sortable_serialise(high));
+    else if (high == infinity)
+        values = Xapian::Query(Xapian::Query::OP_VALUE_GE, slot_date, Xapian::sortable_serialise(low));
+    else
+        values = Xapian::Query(Xapian::Query::OP_VALUE_RANGE, slot_date, Xapian::sortable_serialise(low),
+                               Xapian::sortable_serialise(high));
+    if (!months) return values;
+    using namespace std::chrono;
+    const std::string first = month_term(0), last = month_term(std::numeric_limits<std::int64_t>::max());
+    std::vector<Xapian::Query> parts;
+    for (const std::string& term : *months) {
+        const std::string_view date = std::string_view(term).substr(kMonthPrefix.size());  // YYYY-MM
+        if (date.size() != 7 || !all_digits(date.substr(0, 4)) || !all_digits(date.substr(5, 2))) continue;
+        const year_month month{year{to_int(date.substr(0, 4))}, std::chrono::month{static_cast<unsigned>(to_int(date.substr(5, 2)))}};
+        if (!month.ok()) continue;
+        // The month's first second and the next month's; the first and last terms also hold
+        // the dates the sort key clamps (before 1970, after 9999).
+        const double start = term == first ? -infinity : to_double(Seconds{sys_days{month / 1}});
+        const double end = term == last ? infinity : to_double(Seconds{sys_days{(month + std::chrono::months{1}) / 1}});
+        if (end <= low || start > high) continue;
+        if (start >= low && end - 1 <= high)
+            parts.emplace_back(term);
+        else
+            parts.emplace_back(Xapian::Query::OP_FILTER, values, Xapian::Query(term));
+    }
+    if (parts.empty()) return Xapian::Query::MatchNothing;
+    return Xapian::Query(Xapian::Query::OP_OR, parts.begin(), parts.end());
+}
+
+Result<Xapian::Query> date_query(std::string_view value, std::size_t column, std::int64_t now,
+                                 const std::vector<std::string>* months) {
+    const double infinity = std::numeric_limits<double>::infinity();
     const std::size_t dots = value.find("..");
     if (dots == std::string_view::npos) {
         auto bound = parse_date_bound(value, column, now);
         if (!bound) return bound.error();
-        if (bound->relative)  // "30d": since then
-            return Xapian::Query(Xapian::Query::OP_VALUE_GE, slot_date, Xapian::sortable_serialise(bound->low));
-        return Xapian::Query(Xapian::Query::OP_VALUE_RANGE, slot_date, Xapian::sortable_serialise(bound->low),
-                             Xapian::sortable_serialise(bound->high));
+        if (bound->relative) return date_span(bound->low, infinity, months);  // "30d": since then
+        return date_span(bound->low, bound->high, months);
     }
     const std::string_view from = value.substr(0, dots);
     const std::string_view to = value.substr(dots + 2);
@@ -581,13 +617,9 @@ Result<Xapian::Query> date_query(std::string_view value, std::size_t column, std
         if (!bound) return bound.error();
         high = *bound;
     }
-    if (low && high) {
-        if (low->low > high->high) return query_error(column, "the date range '" + std::string(value) + "' ends before it starts");
-        return Xapian::Query(Xapian::Query::OP_VALUE_RANGE, slot_date, Xapian::sortable_serialise(low->low),
-                             Xapian::sortable_serialise(high->high));
-    }
-    if (low) return Xapian::Query(Xapian::Query::OP_VALUE_GE, slot_date, Xapian::sortable_serialise(low->low));
-    return Xapian::Query(Xapian::Query::OP_VALUE_LE, slot_date, Xapian::sortable_serialise(high->high));
+    if (low && high && low->low > high->high)
+        return query_error(column, "the date range '" + std::string(value) + "' ends before it starts");
+    return date_span(low ? low->low : -infinity, high ? high->high : infinity, months);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -907,7 +939,7 @@ private:
             if (quoted) return query_error(column, "empty phrase");
             return query_error(column, "empty value after '" + token.field + ":'");
         }
-        if (field && field->kind == QueryField::Kind::date) return value_node(date_query(trim(value), column, now_), token);
+        if (field && field->kind == QueryField::Kind::date) return value_node(date_query(trim(value), column, now_, options_.months), token);
         if (field && field->kind == QueryField::Kind::size) return value_node(size_query(trim(value), column), token);
 
         if (!quoted && value == "*" && token.field.empty()) return Node{Xapian::Query::MatchAll, false, std::nullopt, token.column};

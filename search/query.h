@@ -4,7 +4,8 @@
 // every field through the one table in search/schema.h, folds words with fold_text(), and
 // tokenizes each word the way the indexer's Xapian::TermGenerator does (a word the generator
 // splits, like "e-mail", becomes a phrase), so a query meets exactly the terms the indexer
-// wrote. Dates and sizes become value ranges on slot_date / slot_size. Stemming happens here,
+// wrote. Dates and sizes become value ranges on slot_date / slot_size (a date range, month terms
+// where the index has them: QueryOptions::months). Stemming happens here,
 // against the database's own words (QueryOptions::database).
 //
 // Errors: a query that cannot be parsed gives Error{code "search.query", message
@@ -48,6 +49,10 @@ struct QueryOptions {
     StemExpansions* expansions = nullptr;  // for `database` at its current revision, or none
     std::string language = "english";     // the stemmer (search.language)
     std::int64_t now = 0;                 // "now" for relative dates, seconds since the epoch; 0 = the clock
+    // The index's month terms (schema.h kMonthPrefix), when every document has one: a date
+    // range becomes the terms of the months it covers whole, and a value range only within
+    // the months it covers in part. Without them, a value range over every document.
+    const std::vector<std::string>* months = nullptr;
     unsigned max_wildcard_terms = 10000;  // expansion limit of word*
     // Legal holds live in the archive, not in the index: `hold:NAME` (or hold:ID) is the query
     // of that hold, given by this function (nullopt: no such hold, a query error). Without it,

@@ -11,14 +11,19 @@
 // Document layout
 //   unique id term   "Q" + archive message id (e.g. "Q0LQ2…"): replace_document() by it, so
 //                    indexing a message twice yields one document.
-//   data             JSON {"id","date","from","to","subject","size"}: what a result line shows.
+//   data             the result line (document.h: CBOR in a zstd frame): what a hit shows.
 //   terms            see kFields; boolean fields are exact terms with wdf 0.
+//   terms            also the month term "XO" + "YYYY-MM" of the sort key (kMonthPrefix).
 //   values           see Slot.
 //
 // Database metadata keys: "schema" = kSchemaVersion.
 #pragma once
 
+#include <algorithm>
 #include <array>
+#include <cstdint>
+#include <cstdio>
+#include <ctime>
 #include <string>
 #include <string_view>
 
@@ -96,6 +101,27 @@ inline constexpr unsigned kMinHashCount = 32;   // MinHash functions over 5-word
 inline constexpr unsigned kMinHashBands = 8;    // LSH bands of 4 rows; band terms "XV" + band + hash
 inline constexpr std::string_view kBandPrefix = "XV";
 inline constexpr std::string_view kReferencePrefix = "XZ";  // Message-IDs this message refers to
+// "XO" + "YYYY-MM": the UTC month of the date sort key, one per document. Every document has
+// exactly one, so a newer month's messages all sort before an older month's: a date-ordered
+// page is read month by month from the newest, without sorting every match (searcher.cpp).
+inline constexpr std::string_view kMonthPrefix = "XO";
+
+// "YYYY-MM", the UTC month of a date in seconds (the slot_month value).
+inline std::string month_of(std::int64_t seconds) {
+    const std::time_t time = static_cast<std::time_t>(seconds);
+    std::tm tm{};
+    gmtime_r(&time, &tm);
+    char buffer[32];
+    std::snprintf(buffer, sizeof buffer, "%04d-%02d", tm.tm_year + 1900, tm.tm_mon + 1);
+    return buffer;
+}
+
+// The month term of a date in seconds. Dates before 1970 count as 1970-01 and after 9999 as
+// 9999-12, as the sort key clamps them (document.cpp), so month order is key order.
+inline std::string month_term(std::int64_t seconds) {
+    constexpr std::int64_t kLast = 253402300799;  // 9999-12-31T23:59:59Z
+    return std::string(kMonthPrefix) + month_of(std::clamp<std::int64_t>(seconds, 0, kLast));
+}
 
 // A term: prefix + value, with Xapian's ':' separator when a multi-letter prefix meets a value
 // that starts with a capital (identifiers keep their case), so prefixes never run together.

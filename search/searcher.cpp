@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 #include <unordered_map>
 
@@ -156,6 +157,16 @@ struct Searcher::Impl {
     std::string stub_text;               // the "current" stub as last opened
     std::function<std::optional<std::string>(const std::string&)> hold_queries;
     StemExpansions expansions;           // for `db`; cleared when it is replaced or moves on
+    // The month terms with their document counts, newest first, when every document of `db`
+    // at `months_revision` has one (an index written before they existed has none, and sorts
+    // its pages the old way).
+    struct Month {
+        std::string term;
+        Xapian::doccount size;
+    };
+    std::optional<std::vector<Month>> months;
+    std::vector<std::string> month_list;  // the same terms, for the query parser
+    std::optional<Xapian::rev> months_revision;
 
     // Runs `work`, reopening once or twice when the writer's commits overtook this reader.
     template <typename Work>
@@ -189,6 +200,94 @@ struct Searcher::Impl {
         }
     }
 
+    const std::vector<Month>* month_terms() {
+        Xapian::rev revision = 0;
+        try {
+            revision = db.get_revision();
+        } catch (const Xapian::InvalidOperationError&) {  // not a single database
+            return nullptr;
+        }
+        if (months_revision != revision) {
+            const std::string prefix(kMonthPrefix);
+            std::vector<Month> terms;
+            Xapian::doccount covered = 0;
+            months.reset();
+            try {
+                for (auto term = db.allterms_begin(prefix); term != db.allterms_end(prefix); ++term) {
+                    terms.push_back(Month{*term, term.get_termfreq()});
+                    covered += terms.back().size;
+                }
+            } catch (const Xapian::Error&) {  // the writer moved on: the old way this time
+                return nullptr;
+            }
+            month_list.clear();
+            if (covered == db.get_doccount()) {
+                months.emplace(terms.rbegin(), terms.rend());
+                for (const Month& month : *months) month_list.push_back(month.term);
+            }
+            months_revision = revision;
+        }
+        return months ? &*months : nullptr;
+    }
+
+    struct Candidate {
+        Xapian::Document document;
+        std::string key;  // the date sort key
+        double weight = 0;
+    };
+
+    static Candidate candidate(const Xapian::MSetIterator& it) {
+        Candidate c{it.get_document(), it.get_sort_key(), it.get_weight()};
+        if (c.key.empty()) c.key = c.document.get_value(slot_sort_key);
+        return c;
+    }
+
+    // Where a date-ordered page starts in `months`: the newest, or the month of the sort key
+    // `before` (the cursor's) for a later page.
+    static std::size_t first_month(const std::vector<Month>& months, const std::string& before) {
+        std::size_t first = 0;
+        if (before.size() < 8) return first;
+        std::uint64_t micros = 0;
+        for (std::size_t i = 0; i < 8; ++i) micros = micros << 8 | static_cast<unsigned char>(before[i]);
+        const std::string last = month_term(static_cast<std::int64_t>(micros / 1000000u));
+        while (first < months.size() && months[first].term > last) ++first;
+        return first;
+    }
+
+    // Whether reading a page month by month pays: when the first three months from `first`
+    // are expected to hold it (`total` matches spread like the documents). Otherwise batch
+    // after batch would evaluate a sparse query again (Xapian lets the rarer side of the
+    // filter drive), where sorting its few matches costs little.
+    static bool months_fill_page(const std::vector<Month>& months, std::size_t first, Xapian::doccount total,
+                                 Xapian::doccount all, std::size_t wanted) {
+        double size = 0;
+        for (std::size_t i = first; i < std::min(months.size(), first + 3); ++i) size += months[i].size;
+        return all > 0 && static_cast<double>(total) * size / all >= static_cast<double>(wanted);
+    }
+
+    // The first `wanted` matches of `query` in date order, newest first, read month by month:
+    // batches of 1, 2, 4, ... months from months[next], each sorted on its own. A month's
+    // matches all sort after the next newer month's, so the batches' pages follow on; sorting
+    // every match by its value (what Xapian does for one date-sorted match) costs a value read
+    // and a comparison per match.
+    std::vector<Candidate> newest_first(const Xapian::Query& query, std::size_t wanted,
+                                        const std::vector<Month>& months, std::size_t next) {
+        std::vector<Candidate> found;
+        for (std::size_t batch = 1; next < months.size() && found.size() < wanted; batch *= 2) {
+            const std::size_t end = std::min(months.size(), next + batch);
+            std::vector<Xapian::Query> terms;
+            for (; next < end; ++next) terms.emplace_back(months[next].term);
+            Xapian::Enquire enquire(db);
+            enquire.set_query(Xapian::Query(Xapian::Query::OP_FILTER, query,
+                                            Xapian::Query(Xapian::Query::OP_OR, terms.begin(), terms.end())));
+            enquire.set_weighting_scheme(Xapian::BoolWeight());
+            enquire.set_sort_by_value(slot_sort_key, true);
+            const Xapian::MSet mset = enquire.get_mset(0, static_cast<Xapian::doccount>(wanted - found.size()));
+            for (auto it = mset.begin(); it != mset.end(); ++it) found.push_back(candidate(it));
+        }
+        return found;
+    }
+
     Result<Xapian::Query> parse(const std::string& text, bool exact, std::int64_t now) {
         QueryOptions options;
         options.exact = exact;
@@ -198,6 +297,7 @@ struct Searcher::Impl {
         options.hold_query = hold_queries;
         for (int attempt = 0;; ++attempt) {  // stems are looked up in the index, which may move on
             options.expansions = current_expansions();
+            options.months = month_terms() ? &month_list : nullptr;
             auto parsed = parse_query(text, options);
             if (parsed && scope) return Xapian::Query(Xapian::Query::OP_FILTER, *parsed, *scope);
             if (parsed || parsed.error().code != "search.modified" || attempt >= 3) return parsed;
@@ -250,6 +350,7 @@ Status Searcher::refresh() {
             impl_->db = Xapian::Database(stub.string());
             impl_->stub_text = text;
             impl_->expansions.terms.clear();  // another database: its revisions count anew
+            impl_->months_revision.reset();
         } else {
             impl_->db.reopen();
         }
@@ -318,15 +419,16 @@ Result<SearchResult> Searcher::search(const SearchRequest& request, const TextOf
 
         // The exact total and the facets, over every match: asked of the page's own match on
         // the first page (Xapian then examines every match: check_at_least = all), by a
-        // separate count when a cursor narrows the page's query.
-        const bool first_page = after_key.empty() && offset == 0;
-        ValueSpy senders(slot_sender_domain, false), months(slot_month, false);
+        // separate count when a cursor narrows the page's query or the page is read by month.
+        const std::vector<Impl::Month>* months = by_date ? impl_->month_terms() : nullptr;
+        const bool count_apart = !(after_key.empty() && offset == 0) || months;
+        ValueSpy senders(slot_sender_domain, false), month_counts(slot_month, false);
         ValueSpy recipients(slot_recipient_domains, true), methods(slot_methods, true);
         auto add_spies = [&](Xapian::Enquire& enquire) {
             if (!request.facets) return;
             enquire.add_matchspy(&senders);
             enquire.add_matchspy(&recipients);
-            enquire.add_matchspy(&months);
+            enquire.add_matchspy(&month_counts);
             enquire.add_matchspy(&methods);
         };
         auto take_facets = [&] {
@@ -334,11 +436,11 @@ Result<SearchResult> Searcher::search(const SearchRequest& request, const TextOf
             Facets facets;
             facets.sender_domains = top(senders.counts(), 50, false);
             facets.recipient_domains = top(recipients.counts(), 50, false);
-            facets.months = top(months.counts(), 1000, true);
+            facets.months = top(month_counts.counts(), 1000, true);
             facets.methods = top(methods.counts(), 50, false);
             result.facets = std::move(facets);
         };
-        if (!first_page) {
+        if (count_apart) {
             Xapian::Enquire enquire(db);
             enquire.set_query(*query);
             enquire.set_weighting_scheme(Xapian::BoolWeight());
@@ -349,31 +451,36 @@ Result<SearchResult> Searcher::search(const SearchRequest& request, const TextOf
         }
 
         // The page.
-        Xapian::Enquire enquire(db);
         Xapian::Query page_query = *query;
         if (!after_key.empty())
             page_query = Xapian::Query(Xapian::Query::OP_FILTER, page_query,
                                        Xapian::Query(Xapian::Query::OP_VALUE_LE, slot_sort_key, after_key));
-        enquire.set_query(page_query);
-        if (by_date) {
-            enquire.set_weighting_scheme(Xapian::BoolWeight());
-            enquire.set_sort_by_value(slot_sort_key, true);
+        std::vector<Impl::Candidate> candidates;
+        const std::size_t first_month = months ? Impl::first_month(*months, after_key) : 0;
+        if (months && Impl::months_fill_page(*months, first_month, result.total, all, limit + 2)) {
+            candidates = impl_->newest_first(page_query, limit + 2, *months, first_month);
         } else {
-            enquire.set_sort_by_relevance_then_value(slot_sort_key, true);
-        }
-        if (first_page) add_spies(enquire);
-        const Xapian::MSet mset = enquire.get_mset(by_date ? 0 : offset, limit + 2, first_page ? all : 0);
-        if (first_page) {
-            result.total = mset.get_matches_lower_bound();
-            take_facets();
+            Xapian::Enquire enquire(db);
+            enquire.set_query(page_query);
+            if (by_date) {
+                enquire.set_weighting_scheme(Xapian::BoolWeight());
+                enquire.set_sort_by_value(slot_sort_key, true);
+            } else {
+                enquire.set_sort_by_relevance_then_value(slot_sort_key, true);
+            }
+            if (!count_apart) add_spies(enquire);
+            const Xapian::MSet mset = enquire.get_mset(by_date ? 0 : offset, limit + 2, count_apart ? 0 : all);
+            if (!count_apart) {
+                result.total = mset.get_matches_lower_bound();
+                take_facets();
+            }
+            for (auto it = mset.begin(); it != mset.end(); ++it) candidates.push_back(Impl::candidate(it));
         }
         std::size_t taken = 0;
         bool more = false;
         std::string last_key;
-        for (auto it = mset.begin(); it != mset.end(); ++it) {
-            const Xapian::Document document = it.get_document();
-            std::string key = it.get_sort_key();  // the sort's own value: no lookup
-            if (key.empty()) key = document.get_value(slot_sort_key);
+        for (Impl::Candidate& candidate : candidates) {
+            const std::string& key = candidate.key;
             if (!after_key.empty() && key == after_key) continue;
             if (taken == limit) {
                 more = true;
@@ -381,6 +488,7 @@ Result<SearchResult> Searcher::search(const SearchRequest& request, const TextOf
             }
             Hit hit;
             HitData data(hit);
+            const Xapian::Document& document = candidate.document;
             const std::string stored = unpack_data(document.get_data());
             if (!nlohmann::json::sax_parse(stored, &data, data_format(stored))) continue;
             if (!data.has_links) {  // an index written before the links were in the data
@@ -389,7 +497,7 @@ Result<SearchResult> Searcher::search(const SearchRequest& request, const TextOf
                 hit.duplicate_of = document.get_value(slot_duplicate_of);
                 hit.near_duplicate_of = document.get_value(slot_near_duplicate_of);
             }
-            hit.weight = it.get_weight();
+            hit.weight = candidate.weight;
             if (text_of) {
                 auto text = text_of(hit.id);
                 if (text) hit.snippet = make_snippet(**text, marked, 240, request.html);

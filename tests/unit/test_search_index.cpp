@@ -10,6 +10,7 @@
 
 #include "search/document.h"
 #include "search/index.h"
+#include "search/query.h"
 #include "search/schema.h"
 #include "search/searcher.h"
 #include "temp_dir.h"
@@ -242,6 +243,103 @@ TEST_F(IndexTest, PagesThroughMessagesOfOneSecondEachOnceWithOldAndNewSortKeys) 
     ASSERT_EQ(seen.size(), 24u);
     EXPECT_EQ(seen.front(), "id123");  // the later second first
     EXPECT_EQ(std::set<std::string>(seen.begin(), seen.end()).size(), 24u);
+}
+
+TEST_F(IndexTest, DatePagesReadMonthByMonthMatchAFullSortAndAnIndexWithoutMonthTerms) {
+    // 60 messages, indexed out of date order: 30 over 40 months (some months empty, one message
+    // before 1970), then 30 in the two months after; every third one does not match. Pages of
+    // a few are read by month (the newest months hold them), pages of 100 by a sort of all.
+    std::vector<int> order(60);
+    for (int i = 0; i < 60; ++i) order[static_cast<std::size_t>(i)] = (i * 37) % 60;
+    for (int i : order) {
+        Content content = message("M" + std::to_string(i) + "@x", {}, i % 3 ? "wanted text" : "other text");
+        const std::int64_t day = 86400;
+        content.date = i == 0 ? -day : i < 30 ? 1500000000 + i * 40 * day + (i % 7) * 3600 : 1500000000 + 1200 * day + (i - 30) * 2 * day;
+        add("id" + std::to_string(100 + i), content);
+    }
+    ASSERT_TRUE(writer->commit());
+    writer.reset();
+    const auto pages = [&](const std::string& query, std::size_t limit) {
+        auto searcher = Searcher::open(config.directory, "english");
+        EXPECT_TRUE(searcher) << searcher.error().message;
+        std::vector<std::string> seen;
+        SearchRequest request;
+        request.query = query;
+        request.limit = limit;
+        for (int page = 0; page < 100; ++page) {
+            auto result = (*searcher)->search(request);
+            EXPECT_TRUE(result) << result.error().message;
+            if (!result) break;
+            for (const auto& hit : result->hits) seen.push_back(hit.id);
+            if (result->next_cursor.empty()) break;
+            request.cursor = result->next_cursor;
+        }
+        return seen;
+    };
+    std::vector<std::string> expected;  // newest first
+    for (int i = 59; i >= 0; --i)
+        if (i % 3) expected.push_back("id" + std::to_string(100 + i));
+    std::vector<std::string> all;
+    for (int i = 59; i >= 0; --i) all.push_back("id" + std::to_string(100 + i));
+    for (std::size_t limit : {1u, 3u, 7u, 100u}) {
+        EXPECT_EQ(pages("wanted", limit), expected) << "page size " << limit;
+        EXPECT_EQ(pages("text", limit), all) << "page size " << limit;
+    }
+    {  // one document without its month term: the index no longer qualifies, pages are sorted whole
+        Xapian::WritableDatabase db((dir.path() / "index" / "current").string());
+        ASSERT_GT(db.get_termfreq(month_term(1500000000 + 59 * 20 * 86400)), 0u);
+        const Xapian::docid docid = *db.postlist_begin("Qid150");
+        Xapian::Document document = db.get_document(docid);
+        for (auto term = document.termlist_begin(); term != document.termlist_end(); ++term)
+            if ((*term).starts_with(kMonthPrefix)) {
+                document.remove_term(*term);
+                break;
+            }
+        db.replace_document(docid, document);
+        db.commit();
+    }
+    for (std::size_t limit : {1u, 7u}) EXPECT_EQ(pages("wanted", limit), expected) << "page size " << limit;
+}
+
+TEST_F(IndexTest, DateRangesOverMonthTermsMatchWhatValueRangesMatch) {
+    const std::int64_t day = 86400;
+    const std::vector<std::int64_t> dates = {
+        -5 * day, -400 * day, 0, 951782400,     // 1969-12-27, 1968, the epoch, 2000-02-29
+        1583020799, 1583020800, 1585699199,     // 2020-02-29T23:59:59, 2020-03-01, 2020-03-31T23:59:59
+        1584230400, 1590969600, 1593561599,     // 2020-03-15, 2020-06-01, 2020-06-30T23:59:59
+        1593561600, 1700000000, 1703980800,     // 2020-07-01, 2023-11-14, 2023-12-31
+        253402300799, 253402300800 + 40 * day,  // the last second of 9999, in 10000
+    };
+    for (std::size_t i = 0; i < dates.size(); ++i) {
+        Content content = message("M" + std::to_string(i) + "@x", {}, "text");
+        content.date = dates[i];
+        add("id" + std::to_string(100 + i), content);
+    }
+    ASSERT_TRUE(writer->commit());
+    const std::int64_t now = 1703980800 + 10 * day;
+    auto searcher = Searcher::open(config.directory, "english");
+    ASSERT_TRUE(searcher) << searcher.error().message;
+    Xapian::Database db = reader();
+    for (const std::string query :
+         {"date:2020-03..2020-06", "date:2020-03-15..2020-06-30", "date:2020", "date:2020-03", "date:2020-03-31",
+          "date:..2000-02", "date:2000-03..", "date:1969..1970", "date:..1969-12-31", "date:1970-01-01",
+          "date:9999..", "date:9999-12", "date:30d..", "date:400d", "date:2021..2022", "date:1970-01..2020-02",
+          "text date:2020-03..2023-11-14"}) {
+        QueryOptions values;  // the value ranges alone
+        values.database = &db;
+        values.now = now;
+        auto parsed = parse_query(query, values);
+        ASSERT_TRUE(parsed) << query;
+        Xapian::Enquire enquire(db);
+        enquire.set_query(*parsed);
+        const Xapian::doccount expected = enquire.get_mset(0, db.get_doccount()).size();
+        auto counted = (*searcher)->count(query, false, now);
+        ASSERT_TRUE(counted) << query << ": " << counted.error().message;
+        EXPECT_EQ(*counted, expected) << query;
+    }
+    auto all = (*searcher)->count("date:..2020-06", false, now);
+    ASSERT_TRUE(all);
+    EXPECT_EQ(*all, 10u);  // and the value ranges count right
 }
 
 TEST_F(IndexTest, IndexingTwiceLeavesOneDocument) {
