@@ -10,6 +10,8 @@
 #include <set>
 #include <unordered_map>
 
+#include <sys/stat.h>
+
 #include <nlohmann/json.hpp>
 #include <xapian.h>
 
@@ -121,6 +123,30 @@ FacetCounts top(const std::map<std::string, std::uint64_t>& counts, std::size_t 
     return out;
 }
 
+// A file's identity and last change, to tell without reading it whether it was replaced.
+struct FileStamp {
+    dev_t device;
+    ino_t inode;
+    off_t size;
+    std::int64_t modified_ns;
+    bool operator==(const FileStamp&) const = default;
+};
+
+std::optional<FileStamp> stamp_of(const std::filesystem::path& path) {
+    struct stat st{};
+    if (::stat(path.c_str(), &st) != 0) return std::nullopt;
+    return FileStamp{st.st_dev, st.st_ino, st.st_size,
+                     static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec};
+}
+
+// The version file of the one database a stub names ("auto NAME"); empty for anything else.
+std::filesystem::path version_file(const std::filesystem::path& directory, const std::string& stub_text) {
+    std::string_view text(stub_text);
+    while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.remove_suffix(1);
+    if (!text.starts_with("auto ") || text.find('\n') != std::string_view::npos) return {};
+    return directory / std::string(text.substr(5)) / "iamglass";
+}
+
 std::string to_hex(const std::string& bytes) {
     static const char* digits = "0123456789abcdef";
     std::string out;
@@ -155,6 +181,9 @@ struct Searcher::Impl {
     std::string language = "english";
     std::optional<Xapian::Query> scope;  // restrict_to()
     std::string stub_text;               // the "current" stub as last opened
+    // What refresh() last saw of the stub and of the database's version file (Xapian renames a
+    // new one into place at every commit): while both are the same, there is nothing to reopen.
+    std::optional<FileStamp> stub_stamp, version_stamp;
     std::function<std::optional<std::string>(const std::string&)> hold_queries;
     StemExpansions expansions;           // for `db`; cleared when it is replaced or moves on
     // The month terms with their document counts, newest first, when every document of `db`
@@ -343,6 +372,12 @@ std::uint64_t Searcher::document_count() {
 
 Status Searcher::refresh() {
     const std::filesystem::path stub = std::filesystem::path(impl_->directory) / "current";
+    // Stamps first, then the reads: a change in between is seen by the next refresh.
+    const std::optional<FileStamp> stub_now = stamp_of(stub);
+    const std::filesystem::path version = version_file(impl_->directory, impl_->stub_text);
+    const std::optional<FileStamp> version_now = version.empty() ? std::nullopt : stamp_of(version);
+    if (stub_now && version_now && stub_now == impl_->stub_stamp && version_now == impl_->version_stamp)
+        return Status::success();
     std::ifstream in(stub);
     std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     try {
@@ -351,9 +386,12 @@ Status Searcher::refresh() {
             impl_->stub_text = text;
             impl_->expansions.terms.clear();  // another database: its revisions count anew
             impl_->months_revision.reset();
+            impl_->version_stamp.reset();  // the new database's own: taken at the next refresh
         } else {
             impl_->db.reopen();
+            impl_->version_stamp = version_now;
         }
+        impl_->stub_stamp = stub_now;
         return Status::success();
     } catch (const Xapian::Error& e) {
         return xapian_error("reopening the search index", e);

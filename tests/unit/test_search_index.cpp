@@ -149,6 +149,14 @@ TEST_F(IndexTest, AKeptSearcherFindsWordsWithTheSameStemAddedSinceItsLastQuery) 
     ASSERT_TRUE((*searcher)->refresh());
     EXPECT_EQ(*(*searcher)->count("merger"), 2u);
     EXPECT_EQ(*(*searcher)->count("mergers"), 2u);
+    // Refreshes that find the index as it was (by its files' stamps), then one after a commit.
+    ASSERT_TRUE((*searcher)->refresh());
+    ASSERT_TRUE((*searcher)->refresh());
+    EXPECT_EQ(*(*searcher)->count("merger"), 2u);
+    add("m3", message("c@x", {}, "a third merger"));
+    ASSERT_TRUE(writer->commit());
+    ASSERT_TRUE((*searcher)->refresh());
+    EXPECT_EQ(*(*searcher)->count("merger"), 3u);
 }
 
 TEST_F(IndexTest, ResultLinesAreZstdCborAndIndexesWithJsonTextOrBareCborLinesStillAnswer) {
