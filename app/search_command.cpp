@@ -101,7 +101,7 @@ int run_query(const Config& config, const SearchCommand& command) {
     if (!result) return search_failure(result.error());
 
     if (command.json) {
-        std::cout << dump(search::result_json(*result)) << "\n";
+        std::cout << search::result_json(*result) << "\n";
         return 0;
     }
     for (const auto& hit : result->hits) {

@@ -494,7 +494,9 @@ struct ApiService::Impl {
         };
         auto result = searcher->searcher->search(request, text_of);
         if (!result) return error_of(result.error());
-        return json_reply(search::result_json(*result));
+        Reply reply;  // text written without a JSON tree (result_json.h)
+        reply.body = search::result_json(*result) + "\n";
+        return reply;
     }
 
     Reply search_get(Call& call) {

@@ -2,6 +2,9 @@
 #include "search/result_json.h"
 
 #include <ctime>
+#include <string_view>
+
+#include <glib.h>
 
 namespace postvault::search {
 
@@ -11,6 +14,37 @@ nlohmann::json counts_json(const FacetCounts& counts) {
     nlohmann::json out = nlohmann::json::array();
     for (const auto& [value, count] : counts) out.push_back({{"value", value}, {"count", count}});
     return out;
+}
+
+void append_json_string(std::string& out, std::string_view text) {
+    if (!g_utf8_validate(text.data(), static_cast<gssize>(text.size()), nullptr)) {
+        out += nlohmann::json(std::string(text)).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+        return;
+    }
+    static constexpr char kHex[] = "0123456789abcdef";
+    out += '"';
+    std::size_t plain = 0;  // start of the run of bytes that need no escape
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        const unsigned char c = static_cast<unsigned char>(text[i]);
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        out.append(text, plain, i - plain);
+        plain = i + 1;
+        switch (c) {
+            case '"': out += "\\\""; break;
+            case '\\': out += "\\\\"; break;
+            case '\b': out += "\\b"; break;
+            case '\f': out += "\\f"; break;
+            case '\n': out += "\\n"; break;
+            case '\r': out += "\\r"; break;
+            case '\t': out += "\\t"; break;
+            default:
+                out += "\\u00";
+                out += kHex[c >> 4];
+                out += kHex[c & 15];
+        }
+    }
+    out.append(text, plain, text.size() - plain);
+    out += '"';
 }
 
 }  // namespace
@@ -31,18 +65,45 @@ nlohmann::json facets_json(const Facets& facets) {
             {"method", counts_json(facets.methods)}};
 }
 
-nlohmann::json result_json(const SearchResult& result) {
-    nlohmann::json out = {{"total", result.total}, {"results", nlohmann::json::array()}};
+std::string result_json(const SearchResult& result) {
+    std::string out;
+    out.reserve(512 + result.hits.size() * 768);
+    out += "{\"total\":";
+    out += std::to_string(result.total);
+    out += ",\"results\":[";
+    bool first = true;
     for (const auto& hit : result.hits) {
-        nlohmann::json item = {{"id", hit.id},         {"date", iso_date(hit.date)}, {"from", hit.from},
-                               {"to", hit.to},         {"subject", hit.subject},     {"snippet", hit.snippet},
-                               {"thread", hit.thread}, {"size", hit.size},           {"duplicate", hit.duplicate}};
-        if (!hit.duplicate_of.empty()) item["duplicate_of"] = hit.duplicate_of;
-        if (!hit.near_duplicate_of.empty()) item["near_duplicate_of"] = hit.near_duplicate_of;
-        out["results"].push_back(std::move(item));
+        out += first ? "{" : ",{";
+        first = false;
+        const auto field = [&](std::string_view name, std::string_view value, bool comma = true) {
+            if (comma) out += ',';
+            out += '"';
+            out += name;
+            out += "\":";
+            append_json_string(out, value);
+        };
+        field("id", hit.id, false);
+        field("date", iso_date(hit.date));
+        field("from", hit.from);
+        field("to", hit.to);
+        field("subject", hit.subject);
+        field("snippet", hit.snippet);
+        field("thread", hit.thread);
+        out += ",\"size\":";
+        out += std::to_string(hit.size);
+        field("duplicate", hit.duplicate);
+        if (!hit.duplicate_of.empty()) field("duplicate_of", hit.duplicate_of);
+        if (!hit.near_duplicate_of.empty()) field("near_duplicate_of", hit.near_duplicate_of);
+        out += '}';
     }
-    out["next_cursor"] = result.next_cursor.empty() ? nlohmann::json() : nlohmann::json(result.next_cursor);
-    if (result.facets) out["facets"] = facets_json(*result.facets);
+    out += "],\"next_cursor\":";
+    if (result.next_cursor.empty()) out += "null";
+    else append_json_string(out, result.next_cursor);
+    if (result.facets) {
+        out += ",\"facets\":";
+        out += facets_json(*result.facets).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    }
+    out += '}';
     return out;
 }
 
