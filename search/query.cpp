@@ -560,7 +560,7 @@ Result<DateBound> parse_date_bound(std::string_view text, std::size_t column, st
 // Seconds from `low` to `high` (either may be infinite) on slot_date. With the index's month
 // terms: the terms of the months inside the range, and the value range only within the months
 // at its ends that it covers in part (a value range is a read of every document's value).
-Xapian::Query date_span(double low, double high, const std::vector<std::string>* months) {
+Xapian::Query date_span(double low, double high, const std::vector<MonthTerm>* months) {
     const double infinity = std::numeric_limits<double>::infinity();
     Xapian::Query values;
     if (low == -infinity)
@@ -574,7 +574,7 @@ Xapian::Query date_span(double low, double high, const std::vector<std::string>*
     using namespace std::chrono;
     const std::string first = month_term(0), last = month_term(std::numeric_limits<std::int64_t>::max());
     std::vector<Xapian::Query> parts;
-    for (const std::string& term : *months) {
+    for (const auto& [term, documents] : *months) {
         const std::string_view date = std::string_view(term).substr(kMonthPrefix.size());  // YYYY-MM
         if (date.size() != 7 || !all_digits(date.substr(0, 4)) || !all_digits(date.substr(5, 2))) continue;
         const year_month month{year{to_int(date.substr(0, 4))}, std::chrono::month{static_cast<unsigned>(to_int(date.substr(5, 2)))}};
@@ -594,7 +594,7 @@ Xapian::Query date_span(double low, double high, const std::vector<std::string>*
 }
 
 Result<Xapian::Query> date_query(std::string_view value, std::size_t column, std::int64_t now,
-                                 const std::vector<std::string>* months) {
+                                 const std::vector<MonthTerm>* months) {
     const double infinity = std::numeric_limits<double>::infinity();
     const std::size_t dots = value.find("..");
     if (dots == std::string_view::npos) {

@@ -40,6 +40,12 @@ struct StemExpansions {
     std::unordered_map<std::string, std::vector<std::string>> terms;
 };
 
+// A month term of the index (schema.h kMonthPrefix) and how many documents have it.
+struct MonthTerm {
+    std::string term;
+    Xapian::doccount documents = 0;
+};
+
 struct QueryOptions {
     bool exact = false;                   // no stemming anywhere (the CLI's --exact)
     // The index stores words only (no stems, to stay small and fast to write): a stemmed word
@@ -52,7 +58,7 @@ struct QueryOptions {
     // The index's month terms (schema.h kMonthPrefix), when every document has one: a date
     // range becomes the terms of the months it covers whole, and a value range only within
     // the months it covers in part. Without them, a value range over every document.
-    const std::vector<std::string>* months = nullptr;
+    const std::vector<MonthTerm>* months = nullptr;
     unsigned max_wildcard_terms = 10000;  // expansion limit of word*
     // Legal holds live in the archive, not in the index: `hold:NAME` (or hold:ID) is the query
     // of that hold, given by this function (nullopt: no such hold, a query error). Without it,

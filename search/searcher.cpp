@@ -189,12 +189,7 @@ struct Searcher::Impl {
     // The month terms with their document counts, newest first, when every document of `db`
     // at `months_revision` has one (an index written before they existed has none, and sorts
     // its pages the old way).
-    struct Month {
-        std::string term;
-        Xapian::doccount size;
-    };
-    std::optional<std::vector<Month>> months;
-    std::vector<std::string> month_list;  // the same terms, for the query parser
+    std::optional<std::vector<MonthTerm>> months;
     std::optional<Xapian::rev> months_revision;
 
     // Runs `work`, reopening once or twice when the writer's commits overtook this reader.
@@ -229,7 +224,7 @@ struct Searcher::Impl {
         }
     }
 
-    const std::vector<Month>* month_terms() {
+    const std::vector<MonthTerm>* month_terms() {
         Xapian::rev revision = 0;
         try {
             revision = db.get_revision();
@@ -238,22 +233,18 @@ struct Searcher::Impl {
         }
         if (months_revision != revision) {
             const std::string prefix(kMonthPrefix);
-            std::vector<Month> terms;
+            std::vector<MonthTerm> terms;
             Xapian::doccount covered = 0;
             months.reset();
             try {
                 for (auto term = db.allterms_begin(prefix); term != db.allterms_end(prefix); ++term) {
-                    terms.push_back(Month{*term, term.get_termfreq()});
-                    covered += terms.back().size;
+                    terms.push_back(MonthTerm{*term, term.get_termfreq()});
+                    covered += terms.back().documents;
                 }
             } catch (const Xapian::Error&) {  // the writer moved on: the old way this time
                 return nullptr;
             }
-            month_list.clear();
-            if (covered == db.get_doccount()) {
-                months.emplace(terms.rbegin(), terms.rend());
-                for (const Month& month : *months) month_list.push_back(month.term);
-            }
+            if (covered == db.get_doccount()) months.emplace(terms.rbegin(), terms.rend());
             months_revision = revision;
         }
         return months ? &*months : nullptr;
@@ -273,7 +264,7 @@ struct Searcher::Impl {
 
     // Where a date-ordered page starts in `months`: the newest, or the month of the sort key
     // `before` (the cursor's) for a later page.
-    static std::size_t first_month(const std::vector<Month>& months, const std::string& before) {
+    static std::size_t first_month(const std::vector<MonthTerm>& months, const std::string& before) {
         std::size_t first = 0;
         if (before.size() < 8) return first;
         std::uint64_t micros = 0;
@@ -287,10 +278,10 @@ struct Searcher::Impl {
     // are expected to hold it (`total` matches spread like the documents). Otherwise batch
     // after batch would evaluate a sparse query again (Xapian lets the rarer side of the
     // filter drive), where sorting its few matches costs little.
-    static bool months_fill_page(const std::vector<Month>& months, std::size_t first, Xapian::doccount total,
+    static bool months_fill_page(const std::vector<MonthTerm>& months, std::size_t first, Xapian::doccount total,
                                  Xapian::doccount all, std::size_t wanted) {
         double size = 0;
-        for (std::size_t i = first; i < std::min(months.size(), first + 3); ++i) size += months[i].size;
+        for (std::size_t i = first; i < std::min(months.size(), first + 3); ++i) size += months[i].documents;
         return all > 0 && static_cast<double>(total) * size / all >= static_cast<double>(wanted);
     }
 
@@ -300,7 +291,7 @@ struct Searcher::Impl {
     // every match by its value (what Xapian does for one date-sorted match) costs a value read
     // and a comparison per match.
     std::vector<Candidate> newest_first(const Xapian::Query& query, std::size_t wanted,
-                                        const std::vector<Month>& months, std::size_t next) {
+                                        const std::vector<MonthTerm>& months, std::size_t next) {
         std::vector<Candidate> found;
         for (std::size_t batch = 1; next < months.size() && found.size() < wanted; batch *= 2) {
             const std::size_t end = std::min(months.size(), next + batch);
@@ -326,7 +317,7 @@ struct Searcher::Impl {
         options.hold_query = hold_queries;
         for (int attempt = 0;; ++attempt) {  // stems are looked up in the index, which may move on
             options.expansions = current_expansions();
-            options.months = month_terms() ? &month_list : nullptr;
+            options.months = month_terms();
             auto parsed = parse_query(text, options);
             if (parsed && scope) return Xapian::Query(Xapian::Query::OP_FILTER, *parsed, *scope);
             if (parsed || parsed.error().code != "search.modified" || attempt >= 3) return parsed;
@@ -458,7 +449,7 @@ Result<SearchResult> Searcher::search(const SearchRequest& request, const TextOf
         // The exact total and the facets, over every match: asked of the page's own match on
         // the first page (Xapian then examines every match: check_at_least = all), by a
         // separate count when a cursor narrows the page's query or the page is read by month.
-        const std::vector<Impl::Month>* months = by_date ? impl_->month_terms() : nullptr;
+        const std::vector<MonthTerm>* months = by_date ? impl_->month_terms() : nullptr;
         const bool count_apart = !(after_key.empty() && offset == 0) || months;
         ValueSpy senders(slot_sender_domain, false), month_counts(slot_month, false);
         ValueSpy recipients(slot_recipient_domains, true), methods(slot_methods, true);
