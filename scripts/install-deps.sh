@@ -9,7 +9,7 @@ RUN_PACKAGES=(
   libboost-dev libssl-dev libspdlog-dev libfmt-dev libcli11-dev
   libtomlplusplus-dev nlohmann-json3-dev libargon2-dev librocksdb-dev
   libzstd-dev libgmime-3.0-dev libglib2.0-dev libgtest-dev libgmock-dev
-  libgpgme-dev gnupg gpgconf gpg-wks-client libpst-dev
+  libgpgme-dev libassuan-dev gnupg gpgconf gpg-wks-client libpst-dev
   libxapian-dev libpoppler-cpp-dev libzip-dev libxml2-dev libre2-dev
   libldap-dev
   swaks

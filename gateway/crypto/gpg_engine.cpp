@@ -2,10 +2,14 @@
 // engine is in gpg_worker.cpp.
 #include "gateway/crypto/gpg_engine.h"
 
+#include <atomic>
 #include <mutex>
+
+#include <spdlog/spdlog.h>
 
 #include "common/gpgme_handle.h"
 #include "common/mail.h"
+#include "gateway/crypto/gpg_server.h"
 
 namespace postvault::crypto {
 
@@ -44,10 +48,12 @@ SignatureCheck read_signature(gpgme_verify_result_t result) {
 
 class LocalGpgEngine final : public GpgEngine {
 public:
-    explicit LocalGpgEngine(std::string home) : home_(std::move(home)) {}
+    LocalGpgEngine(std::string home, bool keep_gpg_running) : home_(std::move(home)), sessions_on_(keep_gpg_running) {}
 
     Result<std::string> encrypt(std::string_view plaintext, const std::vector<std::string>& fingerprints,
                                 const std::string& signer) override {
+        if (signer.empty() && sessions_on_.load(std::memory_order_relaxed))
+            if (auto made = encrypt_in_session(plaintext, fingerprints)) return made;
         auto ctx = acquire(true);
         if (!ctx) return ctx.error();
         std::string recipients;
@@ -135,6 +141,38 @@ public:
     }
 
 private:
+    // Through an idle gpg --server session (a new one when none is idle or the keyring changed).
+    // Any error drops the session; the caller then encrypts through GPGME.
+    Result<std::string> encrypt_in_session(std::string_view plaintext, const std::vector<std::string>& fingerprints) {
+        std::unique_ptr<GpgServerSession> session;
+        {
+            std::lock_guard lock(pool_mutex_);
+            while (!sessions_.empty() && !session) {
+                session = std::move(sessions_.back());
+                sessions_.pop_back();
+                if (!session->current()) session.reset();
+            }
+        }
+        if (!session) {
+            auto started = GpgServerSession::start(home_);
+            if (!started) {
+                // Not this gpg, then (or not now): GPGME for the rest of this engine's life.
+                spdlog::warn("pgp: {}; encrypting through GPGME from now on", started.error().message);
+                sessions_on_ = false;
+                return started.error();
+            }
+            session = std::move(*started);
+        }
+        auto made = session->encrypt(plaintext, fingerprints);
+        if (!made) {
+            spdlog::info("pgp: {}; this message goes through GPGME", made.error().message);
+            return made.error();
+        }
+        std::lock_guard lock(pool_mutex_);
+        if (sessions_.size() < 16) sessions_.push_back(std::move(session));
+        return made;
+    }
+
     Result<gpgme::Context> acquire(bool armor) {
         {
             std::lock_guard lock(pool_mutex_);
@@ -159,15 +197,17 @@ private:
     }
 
     std::string home_;
+    std::atomic<bool> sessions_on_;
     std::mutex pool_mutex_;
     std::vector<gpgme::Context> idle_[2];  // [armor]
+    std::vector<std::unique_ptr<GpgServerSession>> sessions_;  // idle
 };
 
 }  // namespace
 
-std::unique_ptr<GpgEngine> local_gpg_engine(const std::string& home) {
+std::unique_ptr<GpgEngine> local_gpg_engine(const std::string& home, bool keep_gpg_running) {
     gpgme::ensure_gpgme();
-    return std::make_unique<LocalGpgEngine>(home);
+    return std::make_unique<LocalGpgEngine>(home, keep_gpg_running);
 }
 
 }  // namespace postvault::crypto

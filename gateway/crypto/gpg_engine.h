@@ -4,7 +4,8 @@
 //
 // Two implementations behind one interface:
 //   local_gpg_engine(home)        GPGME in this process, contexts pooled and reused (GPGME runs
-//                                 `gpg --version` for every new context).
+//                                 `gpg --version` for every new context); encryption without
+//                                 signing through long-running gpg processes (gpg_server.h).
 //   worker_gpg_engine(options)    the same operations in small worker processes (the
 //                                 `postvault-pgp` program, gpg_worker.h), started once each
 //                                 with posix_spawn and reused. GPGME starts gpg with fork(): from
@@ -59,7 +60,9 @@ public:
     virtual Result<SignatureCheck> verify(std::string_view data, std::string_view signature) = 0;
 };
 
-std::unique_ptr<GpgEngine> local_gpg_engine(const std::string& home);
+// keep_gpg_running: encryption without signing goes through long-running `gpg --server`
+// sessions (gpg_server.h) instead of a new gpg per message; false: GPGME for everything.
+std::unique_ptr<GpgEngine> local_gpg_engine(const std::string& home, bool keep_gpg_running = true);
 
 struct WorkerOptions {
     std::string program;          // path of postvault-pgp

@@ -53,6 +53,22 @@ protected:
         const std::string pids = read_file(out);
         return static_cast<int>(std::count(pids.begin(), pids.end(), '\n'));
     }
+
+    // The pids of the `gpg --server` sessions this process runs on this suite's home, one per line.
+    static std::string gpg_servers() {
+        const std::filesystem::path out = *home_ / "gpg-servers";
+        run("pgrep -P " + std::to_string(::getpid()) + " -f '[g]pg --server --homedir " + home_->string() + " ' > " +
+            out.string());
+        return read_file(out);
+    }
+
+    static std::string decrypt_with_gpg(const std::string& armored) {
+        write_file(file("session.asc"), armored);
+        std::filesystem::remove(file("session.out"));
+        if (run(gpg() + "--decrypt -o " + file("session.out").string() + " " + file("session.asc").string()) != 0)
+            return "(gpg could not decrypt)";
+        return read_file(file("session.out"));
+    }
 };
 
 TEST_F(CryptoGpgEngine, WorkerAndLocalEnginesReadEachOthersOutput) {
@@ -103,6 +119,89 @@ TEST_F(CryptoGpgEngine, WorkerOutputDecryptsAndVerifiesWithTheGpgCommandLine) {
     write_file(file("worker.data"), plaintext);
     write_file(file("worker.sig"), signature->signature);
     EXPECT_EQ(run(gpg() + "--verify " + file("worker.sig").string() + " " + file("worker.data").string()), 0);
+}
+
+TEST_F(CryptoGpgEngine, EncryptionKeepsOneGpgRunningWhoseOutputTheGpgCommandLineDecrypts) {
+    auto local = local_gpg_engine(home_->string());
+    const std::string plaintext = sample_plaintext();
+    std::string first_server;
+    for (int round = 0; round < 3; ++round) {
+        auto encrypted = local->encrypt(plaintext + std::to_string(round), {*fingerprint_}, "");
+        ASSERT_TRUE(encrypted.ok()) << encrypted.error().message;
+        EXPECT_EQ(decrypt_with_gpg(*encrypted), plaintext + std::to_string(round));
+        const std::string servers = gpg_servers();
+        EXPECT_EQ(std::count(servers.begin(), servers.end(), '\n'), 1) << servers;
+        if (round == 0) first_server = servers;
+        EXPECT_EQ(servers, first_server) << "the same gpg serves every message";
+    }
+    // Signed messages go through GPGME and leave the session alone.
+    auto signed_too = local->encrypt(plaintext, {*fingerprint_}, *fingerprint_);
+    ASSERT_TRUE(signed_too.ok()) << signed_too.error().message;
+    EXPECT_EQ(decrypt_with_gpg(*signed_too), plaintext);
+    EXPECT_EQ(gpg_servers(), first_server);
+    local.reset();
+    EXPECT_EQ(gpg_servers(), "") << "dropping the engine ends its gpg";
+
+    // Without sessions, no gpg stays.
+    auto plain = local_gpg_engine(home_->string(), false);
+    auto encrypted = plain->encrypt(plaintext, {*fingerprint_}, "");
+    ASSERT_TRUE(encrypted.ok()) << encrypted.error().message;
+    EXPECT_EQ(decrypt_with_gpg(*encrypted), plaintext);
+    EXPECT_EQ(gpg_servers(), "");
+}
+
+TEST_F(CryptoGpgEngine, ASessionSeesKeysImportedAndDeletedAfterItStarted) {
+    auto local = local_gpg_engine(home_->string());
+    ASSERT_TRUE(local->encrypt("warm up", {*fingerprint_}, "").ok());
+    const std::string before = gpg_servers();
+    ASSERT_FALSE(before.empty());
+
+    // A second key, made in another home and imported into this one while the session runs.
+    const std::filesystem::path other = *home_ / "other";
+    std::filesystem::create_directories(other);
+    std::filesystem::permissions(other, std::filesystem::perms::owner_all);
+    const std::string other_gpg = "gpg --batch --homedir " + other.string() + " ";
+    ASSERT_EQ(run(other_gpg + "--pinentry-mode loopback --passphrase '' --quick-gen-key 'Other <o@example.org>' "
+                              "future-default default 0"),
+              0);
+    ASSERT_EQ(run(other_gpg + "--with-colons --list-keys | awk -F: '/^fpr/ {print $10; exit}' > " +
+                  file("other.fpr").string()),
+              0);
+    std::string other_fpr = read_file(file("other.fpr"));
+    other_fpr.erase(other_fpr.find_last_not_of('\n') + 1);
+    ASSERT_EQ(run(other_gpg + "--export o@example.org > " + file("other.pub").string()), 0);
+    ASSERT_EQ(run(gpg() + "--import " + file("other.pub").string()), 0);
+
+    auto to_other = local->encrypt("to the new key", {other_fpr}, "");
+    ASSERT_TRUE(to_other.ok()) << to_other.error().message;
+    write_file(file("other.asc"), *to_other);
+    ASSERT_EQ(run(other_gpg + "--decrypt -o " + file("other.out").string() + " " + file("other.asc").string()), 0);
+    EXPECT_EQ(read_file(file("other.out")), "to the new key");
+    EXPECT_NE(gpg_servers(), before) << "the keyring changed: a new gpg read it";
+
+    // Deleted: no gpg, old or new, encrypts to it any more.
+    ASSERT_EQ(run(gpg() + "--yes --delete-keys " + other_fpr), 0);
+    auto refused = local->encrypt("to a deleted key", {other_fpr}, "");
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.error().code, "pgp.engine");
+    EXPECT_TRUE(refused.error().is_temporary());
+}
+
+TEST_F(CryptoGpgEngine, AGpgSessionThatDiedIsReplacedWithoutFailingTheRequest) {
+    auto local = local_gpg_engine(home_->string());
+    ASSERT_TRUE(local->encrypt("first", {*fingerprint_}, "").ok());
+    const std::string before = gpg_servers();
+    ASSERT_FALSE(before.empty());
+    ASSERT_EQ(run("kill -KILL " + before.substr(0, before.find('\n'))), 0);
+    auto second = local->encrypt("second", {*fingerprint_}, "");
+    ASSERT_TRUE(second.ok()) << second.error().message;
+    EXPECT_EQ(decrypt_with_gpg(*second), "second");
+    auto third = local->encrypt("third", {*fingerprint_}, "");
+    ASSERT_TRUE(third.ok()) << third.error().message;
+    EXPECT_EQ(decrypt_with_gpg(*third), "third");
+    const std::string after = gpg_servers();
+    EXPECT_FALSE(after.empty());
+    EXPECT_NE(after, before);
 }
 
 TEST_F(CryptoGpgEngine, ErrorsKeepTheirCodeAndClassAcrossTheWorker) {
