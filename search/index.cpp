@@ -128,12 +128,17 @@ struct IndexWriter::Impl {
     }
 
     // Every thread id that a message with these links joins, besides its own document.
+    // All documents that hold one Message-ID or reference term are in one thread (each add
+    // merges the threads of every document holding its terms, retag_thread moves whole
+    // threads), so the first document of each term other than this one names it: a reply
+    // costs one read per link, not one per earlier message of its thread.
     std::set<std::string> linked_threads(const BuiltDocument& built, std::optional<Xapian::docid> self) {
         std::set<std::string> threads;
         auto collect = [&](const std::string& term) {
             for (auto it = db->postlist_begin(term); it != db->postlist_end(term); ++it) {
                 if (self && *it == *self) continue;
                 threads.insert(db->get_document(*it).get_value(slot_thread));
+                return;
             }
         };
         for (const auto& reference : built.references) {
