@@ -3,6 +3,7 @@
 #include "gateway/crypto/gpg_engine.h"
 
 #include <atomic>
+#include <chrono>
 #include <mutex>
 
 #include <spdlog/spdlog.h>
@@ -50,9 +51,12 @@ class LocalGpgEngine final : public GpgEngine {
 public:
     LocalGpgEngine(std::string home, bool keep_gpg_running) : home_(std::move(home)), sessions_on_(keep_gpg_running) {}
 
+    // After a gpg --server failed to start, GPGME alone for this long before the next try.
+    static constexpr std::chrono::seconds kSessionRetry{60};
+
     Result<std::string> encrypt(std::string_view plaintext, const std::vector<std::string>& fingerprints,
                                 const std::string& signer) override {
-        if (signer.empty() && sessions_on_.load(std::memory_order_relaxed))
+        if (signer.empty() && sessions_on_ && Clock::now().time_since_epoch().count() >= session_retry_at_.load())
             if (auto made = encrypt_in_session(plaintext, fingerprints)) return made;
         auto ctx = acquire(true);
         if (!ctx) return ctx.error();
@@ -156,9 +160,10 @@ private:
         if (!session) {
             auto started = GpgServerSession::start(home_);
             if (!started) {
-                // Not this gpg, then (or not now): GPGME for the rest of this engine's life.
-                spdlog::warn("pgp: {}; encrypting through GPGME from now on", started.error().message);
-                sessions_on_ = false;
+                // Not now (or not with this gpg): GPGME alone for a while.
+                spdlog::warn("pgp: {}; encrypting through GPGME for the next {} s", started.error().message,
+                             kSessionRetry.count());
+                session_retry_at_ = (Clock::now() + kSessionRetry).time_since_epoch().count();
                 return started.error();
             }
             session = std::move(*started);
@@ -197,7 +202,9 @@ private:
     }
 
     std::string home_;
-    std::atomic<bool> sessions_on_;
+    using Clock = std::chrono::steady_clock;
+    const bool sessions_on_;
+    std::atomic<Clock::rep> session_retry_at_{0};
     std::mutex pool_mutex_;
     std::vector<gpgme::Context> idle_[2];  // [armor]
     std::vector<std::unique_ptr<GpgServerSession>> sessions_;  // idle
