@@ -150,6 +150,23 @@ TEST_F(CryptoGpgEngine, EncryptionKeepsOneGpgRunningWhoseOutputTheGpgCommandLine
     EXPECT_EQ(gpg_servers(), "");
 }
 
+TEST_F(CryptoGpgEngine, ALargeBinaryMessageRoundTripsThroughTheSession) {
+    auto local = local_gpg_engine(home_->string());
+    std::string plaintext = "Content-Type: application/octet-stream\r\n\r\n";
+    std::uint32_t state = 12345;
+    for (int index = 0; index < 8 * 1024 * 1024; ++index) {
+        state = state * 1103515245u + 12345u;
+        plaintext += static_cast<char>(state >> 24);
+    }
+    auto encrypted = local->encrypt(plaintext, {*fingerprint_}, "");
+    ASSERT_TRUE(encrypted.ok()) << encrypted.error().message;
+    EXPECT_FALSE(gpg_servers().empty()) << "the session, not GPGME, encrypted it";
+    EXPECT_TRUE(encrypted->ends_with("-----END PGP MESSAGE-----\n"));
+    const std::string decrypted = decrypt_with_gpg(*encrypted);
+    EXPECT_EQ(decrypted.size(), plaintext.size());
+    EXPECT_TRUE(decrypted == plaintext);
+}
+
 TEST_F(CryptoGpgEngine, ASessionSeesKeysImportedAndDeletedAfterItStarted) {
     auto local = local_gpg_engine(home_->string());
     ASSERT_TRUE(local->encrypt("warm up", {*fingerprint_}, "").ok());
