@@ -149,14 +149,16 @@ private:
     // Any error drops the session; the caller then encrypts through GPGME.
     Result<std::string> encrypt_in_session(std::string_view plaintext, const std::vector<std::string>& fingerprints) {
         std::unique_ptr<GpgServerSession> session;
+        std::vector<std::unique_ptr<GpgServerSession>> stale;  // ended after the lock: each waits for its gpg
         {
             std::lock_guard lock(pool_mutex_);
             while (!sessions_.empty() && !session) {
                 session = std::move(sessions_.back());
                 sessions_.pop_back();
-                if (!session->current()) session.reset();
+                if (!session->current()) stale.push_back(std::move(session));
             }
         }
+        stale.clear();
         if (!session) {
             auto started = GpgServerSession::start(home_);
             if (!started) {
