@@ -10,11 +10,10 @@
 #include <set>
 #include <unordered_map>
 
-#include <sys/stat.h>
-
 #include <nlohmann/json.hpp>
 #include <xapian.h>
 
+#include "common/file_stamp.h"
 #include "search/document.h"
 #include "search/query.h"
 #include "search/schema.h"
@@ -121,22 +120,6 @@ FacetCounts top(const std::map<std::string, std::uint64_t>& counts, std::size_t 
         std::stable_sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
     if (out.size() > limit) out.resize(limit);
     return out;
-}
-
-// A file's identity and last change, to tell without reading it whether it was replaced.
-struct FileStamp {
-    dev_t device;
-    ino_t inode;
-    off_t size;
-    std::int64_t modified_ns;
-    bool operator==(const FileStamp&) const = default;
-};
-
-std::optional<FileStamp> stamp_of(const std::filesystem::path& path) {
-    struct stat st{};
-    if (::stat(path.c_str(), &st) != 0) return std::nullopt;
-    return FileStamp{st.st_dev, st.st_ino, st.st_size,
-                     static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec};
 }
 
 // The version file of the one database a stub names ("auto NAME"); empty for anything else.
@@ -364,9 +347,9 @@ std::uint64_t Searcher::document_count() {
 Status Searcher::refresh() {
     const std::filesystem::path stub = std::filesystem::path(impl_->directory) / "current";
     // Stamps first, then the reads: a change in between is seen by the next refresh.
-    const std::optional<FileStamp> stub_now = stamp_of(stub);
+    const std::optional<FileStamp> stub_now = file_stamp(stub);
     const std::filesystem::path version = version_file(impl_->directory, impl_->stub_text);
-    const std::optional<FileStamp> version_now = version.empty() ? std::nullopt : stamp_of(version);
+    const std::optional<FileStamp> version_now = version.empty() ? std::nullopt : file_stamp(version);
     if (stub_now && version_now && stub_now == impl_->stub_stamp && version_now == impl_->version_stamp)
         return Status::success();
     std::ifstream in(stub);

@@ -11,7 +11,9 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 
+#include "common/file_stamp.h"
 #include "common/gpgme_handle.h"
 
 namespace postvault::crypto {
@@ -23,22 +25,11 @@ constexpr const char* kEngine = "pgp.engine";
 // The keyring files whose change ends a session's use.
 constexpr std::array<const char*, 3> kWatched = {"pubring.kbx", "gpg.conf", "trustdb.gpg"};
 
-struct FileStamp {
-    ino_t inode = 0;
-    off_t size = -1;
-    long long modified_ns = 0;
-    bool operator==(const FileStamp&) const = default;
-};
-
-using KeyringStamp = std::array<FileStamp, kWatched.size()>;
+using KeyringStamp = std::array<std::optional<FileStamp>, kWatched.size()>;
 
 KeyringStamp stamp_of(const std::string& home) {
     KeyringStamp stamp;
-    for (std::size_t i = 0; i < kWatched.size(); ++i) {
-        struct stat info {};
-        if (::stat((std::filesystem::path(home) / kWatched[i]).c_str(), &info) == 0)
-            stamp[i] = {info.st_ino, info.st_size, info.st_mtim.tv_sec * 1'000'000'000LL + info.st_mtim.tv_nsec};
-    }
+    for (std::size_t i = 0; i < kWatched.size(); ++i) stamp[i] = file_stamp(std::filesystem::path(home) / kWatched[i]);
     return stamp;
 }
 
