@@ -1165,10 +1165,13 @@ Result<std::string> Archive::content(const std::string& id) const {
     return impl_->rebuild(id, *record);
 }
 
-std::vector<IndexTask> Archive::index_queue(std::size_t limit) const {
+std::vector<IndexTask> Archive::index_queue(std::size_t limit, const std::string& after) const {
     std::vector<IndexTask> tasks;
     std::unique_ptr<rocksdb::Iterator> it(impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->cf(kIndexQueue)));
-    for (it->SeekToFirst(); it->Valid() && tasks.size() < limit; it->Next()) {
+    if (after.empty()) it->SeekToFirst();
+    else it->Seek(after);
+    if (it->Valid() && !after.empty() && it->key() == rocksdb::Slice(after)) it->Next();
+    for (; it->Valid() && tasks.size() < limit; it->Next()) {
         const rocksdb::Slice value = it->value();
         if (value.size() < 3) continue;  // not ours; left for inspection
         IndexTask task;

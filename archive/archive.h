@@ -227,7 +227,7 @@ public:
     Status refresh();
 
     // The index queue, oldest first (see IndexTask). Writer only for done().
-    std::vector<IndexTask> index_queue(std::size_t limit) const;
+    std::vector<IndexTask> index_queue(std::size_t limit, const std::string& after = {}) const;  // after: a key
     Status index_queue_done(const std::vector<std::string>& keys);
     std::uint64_t index_queue_length() const;
     // Called on the committer thread after each write that queued index work; keep it short.

@@ -8,8 +8,10 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <deque>
 #include <future>
 #include <set>
+#include <unordered_map>
 
 #include <spdlog/spdlog.h>
 #include <xapian.h>
@@ -75,6 +77,70 @@ std::optional<Xapian::docid> find_document(const Xapian::Database& db, const std
     auto it = db.postlist_begin(term);
     if (it == db.postlist_end(term)) return std::nullopt;
     return *it;
+}
+
+// What the index writer links: a document's thread and the earlier messages it repeats.
+struct Links {
+    std::string thread, duplicate_of, near_duplicate_of;
+    bool operator==(const Links&) const = default;
+};
+
+Links links_of(const Xapian::Document& document) {
+    return {document.get_value(slot_thread), document.get_value(slot_duplicate_of),
+            document.get_value(slot_near_duplicate_of)};
+}
+
+// Gives a document that has the links `from` the links `to` (terms, values, data).
+void set_links(Xapian::Document& document, const Links& from, const Links& to) {
+    if (to.thread != from.thread) {
+        if (!from.thread.empty()) document.remove_term(make_term(kThreadPrefix, from.thread));
+        document.add_boolean_term(make_term(kThreadPrefix, to.thread));
+        document.add_value(slot_thread, to.thread);
+    }
+    if (!to.duplicate_of.empty() && to.duplicate_of != from.duplicate_of) {
+        document.add_boolean_term(make_term(kIsPrefix, "duplicate"));
+        document.add_value(slot_duplicate_of, to.duplicate_of);
+    }
+    if (!to.near_duplicate_of.empty() && to.near_duplicate_of != from.near_duplicate_of) {
+        document.add_boolean_term(make_term(kIsPrefix, "near-duplicate"));
+        document.add_value(slot_near_duplicate_of, to.near_duplicate_of);
+    }
+    copy_links_to_data(document);
+}
+
+// A document of only what linking reads (IndexWriter::Impl::add) and sets: the id, Message-ID,
+// reference, duplicate-key, near-duplicate band, thread and is: terms, the link values, and
+// the id in the data.
+Xapian::Document link_document(const Xapian::Document& document, const std::string& id) {
+    Xapian::Document link;
+    for (auto it = document.termlist_begin(); it != document.termlist_end(); ++it) {
+        const std::string term = *it;
+        for (std::string_view prefix : {kIdPrefix, std::string_view(kMessageIdPrefix), kReferencePrefix,
+                                        std::string_view(kDuplicatePrefix), kBandPrefix,
+                                        std::string_view(kThreadPrefix), std::string_view(kIsPrefix)})
+            if (term.starts_with(prefix)) {
+                link.add_boolean_term(term);
+                break;
+            }
+    }
+    for (unsigned slot : {slot_thread, slot_minhash, slot_duplicate, slot_duplicate_of, slot_near_duplicate_of})
+        link.add_value(slot, document.get_value(slot));
+    link.set_data(encode_data({{"id", id}}));
+    return link;
+}
+
+// fsync every file of a database directory, and the directory.
+void sync_directory(const fs::path& directory) {
+    std::error_code ignored;
+    for (const auto& entry : fs::directory_iterator(directory, ignored))
+        if (int fd = ::open(entry.path().c_str(), O_RDONLY); fd >= 0) {
+            ::fsync(fd);
+            ::close(fd);
+        }
+    if (int fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY); fd >= 0) {
+        ::fsync(fd);
+        ::close(fd);
+    }
 }
 
 }  // namespace
@@ -253,6 +319,7 @@ struct IndexWriter::Impl {
 
 IndexWriter::IndexWriter() : impl_(std::make_unique<Impl>()) {}
 IndexWriter::~IndexWriter() {
+    bulk_abandon();
     if (impl_ && impl_->db) {
         try {
             impl_->db->close();
@@ -277,6 +344,8 @@ Result<std::unique_ptr<IndexWriter>> IndexWriter::open(const SearchConfig& confi
     auto live = live_name(config.directory);
     if (!live) return live.error();
     impl.live = *live;
+    for (const auto& entry : fs::directory_iterator(config.directory, error))  // bulk loads a crash interrupted
+        if (entry.path().extension() == ".parts") fs::remove_all(entry.path(), error);
     const bool fresh = impl.live.empty();
     if (fresh) impl.live = next_name("");
     if (auto opened = impl.open_live(); !opened) return opened.error();
@@ -333,40 +402,198 @@ std::uint64_t IndexWriter::document_count() const {
     }
 }
 
-Result<std::uint64_t> IndexWriter::rebuild(const std::function<Status(const Visit&)>& each,
-                                           const std::function<void(std::uint64_t)>& progress) {
-    Impl& impl = *impl_;
-    const std::string new_name = next_name(impl.live);
-    const fs::path new_path = fs::path(impl.config.directory) / new_name;
-    std::error_code ignored;
-    fs::remove_all(new_path, ignored);  // a rebuild interrupted earlier
-    Impl fresh;
-    fresh.config = impl.config;
-    fresh.live = new_name;
-    if (auto opened = fresh.open_live(); !opened) return opened.error();
-    std::uint64_t done = 0;
-    std::optional<Error> failure;
-    Status walked = each([&](const std::string& id, const nlohmann::json& record, const std::string& bytes) {
-        if (failure) return;
-        try {
-            BuiltDocument built = build_document(id, record, extract_message(bytes));
-            fresh.add(built);
-            if (++done % impl.config.batch_size == 0) fresh.db->commit();
-            if (progress) progress(done);
-        } catch (const Xapian::Error& e) {
-            failure = xapian_error("rebuilding the index", e);
-        }
-    });
-    if (!walked) return walked.error();
-    if (failure) return *failure;
-    try {
-        fresh.db->commit();
-        fresh.db->close();
-    } catch (const Xapian::Error& e) {
-        return xapian_error("rebuilding the index", e);
+// -----------------------------------------------------------------------------------------
+// Bulk loading (index.h).
+
+struct IndexWriter::Bulk {
+    std::string name;             // the database it ends as: db-N+1
+    fs::path parts_directory;     // <directory>/db-N+1.parts
+    std::size_t part_documents = 500;
+    Impl links;                   // in memory: the link documents of everything added so far
+    std::unordered_map<std::string, Links> written;  // id -> the links its part holds
+    std::vector<Xapian::Document> chunk;
+    std::deque<std::future<void>> writing;  // parts being written, oldest first
+    std::size_t parts = 0;
+    bool live = false;            // the live database's documents are part of it
+
+    fs::path part_path(std::size_t number) const {
+        char buffer[32];
+        std::snprintf(buffer, sizeof buffer, "part-%06zu", number);
+        return parts_directory / buffer;
     }
-    if (auto switched = impl.switch_to(new_name); !switched) return switched.error();
-    return done;
+
+    static std::size_t cores() { return std::max(1u, std::thread::hardware_concurrency()); }
+
+    // Hands the chunk to a thread that writes it as the next part, in one commit; at most one
+    // part per core in flight (the oldest is waited for first). Rethrows a part's error.
+    void write_part() {
+        if (chunk.empty()) return;
+        while (writing.size() >= cores()) wait_oldest();
+        writing.push_back(std::async(std::launch::async, [path = part_path(parts), documents = std::move(chunk)]() mutable {
+            Xapian::WritableDatabase part(path.string(), Xapian::DB_CREATE_OR_OVERWRITE | Xapian::DB_BACKEND_GLASS |
+                                                             Xapian::DB_NO_SYNC);  // merged, then synced
+            for (const auto& document : documents) part.add_document(document);
+            part.commit();
+            part.close();
+            documents.clear();
+        }));
+        ++parts;
+        chunk = {};
+        chunk.reserve(part_documents);
+    }
+    void wait_oldest() {
+        std::future<void> oldest = std::move(writing.front());
+        writing.pop_front();
+        oldest.get();
+    }
+    void wait_all() {
+        while (!writing.empty()) wait_oldest();
+    }
+};
+
+Status IndexWriter::bulk_begin(bool with_live, std::size_t part_documents) {
+    if (bulk_) return Error::permanent("search.bulk", "a bulk load is already open");
+    auto bulk = std::make_unique<Bulk>();
+    bulk->name = next_name(impl_->live);
+    bulk->parts_directory = fs::path(impl_->config.directory) / (bulk->name + ".parts");
+    bulk->part_documents = std::max<std::size_t>(1, part_documents);
+    std::error_code error;
+    fs::remove_all(fs::path(impl_->config.directory) / bulk->name, error);  // a load interrupted earlier
+    fs::remove_all(bulk->parts_directory, error);
+    fs::create_directories(bulk->parts_directory, error);
+    if (error) return Error::temporary("search.io", "cannot create " + bulk->parts_directory.string() + ": " + error.message());
+    bulk->links.config = impl_->config;
+    try {
+        bulk->links.db = std::make_unique<Xapian::WritableDatabase>(std::string(), Xapian::DB_BACKEND_INMEMORY);
+    } catch (const Xapian::Error& e) {
+        return xapian_error("starting a bulk load", e);
+    }
+    bulk->chunk.reserve(bulk->part_documents);
+    if (with_live) {
+        // The live documents go first into the new database; their links are where the
+        // load's documents link to (and may change, when a thread merges).
+        try {
+            bulk->live = true;
+            Xapian::WritableDatabase& live = *impl_->db;
+            live.commit();
+            for (auto it = live.postlist_begin(""); it != live.postlist_end(""); ++it) {
+                const Xapian::Document document = live.get_document(*it);
+                const nlohmann::json data = decode_data(document.get_data());
+                const std::string id = data.is_object() ? data.value("id", std::string()) : std::string();
+                if (id.empty()) continue;
+                bulk->links.db->add_document(link_document(document, id));
+                bulk->written.emplace(id, links_of(document));
+            }
+        } catch (const Xapian::Error& e) {
+            return xapian_error("starting a bulk load", e);
+        }
+    }
+    bulk_ = std::move(bulk);
+    return Status::success();
+}
+
+bool IndexWriter::bulk_open() const { return bulk_ != nullptr; }
+
+Result<bool> IndexWriter::bulk_add(BuiltDocument built) {
+    if (!bulk_) return Error::permanent("search.bulk", "no bulk load is open");
+    Bulk& bulk = *bulk_;
+    try {
+        if (bulk.written.contains(built.id)) return false;
+        BuiltDocument link{link_document(built.document, built.id), built.id, built.message_id, built.references,
+                           built.duplicate_key, built.minhash};
+        bulk.links.add(link);
+        const Links links = links_of(link.document);
+        set_links(built.document, Links{}, links);
+        bulk.written.emplace(built.id, links);
+        bulk.chunk.push_back(std::move(built.document));
+        if (bulk.chunk.size() >= bulk.part_documents) bulk.write_part();
+        return true;
+    } catch (const Xapian::Error& e) {
+        return xapian_error("indexing message " + built.id, e);
+    } catch (const std::exception& e) {
+        return Error::temporary("search.io", std::string("indexing message ") + built.id + ": " + e.what());
+    }
+}
+
+void IndexWriter::bulk_abandon() {
+    if (!bulk_) return;
+    std::unique_ptr<Bulk> bulk = std::move(bulk_);
+    while (!bulk->writing.empty()) {
+        try {
+            bulk->wait_oldest();
+        } catch (const std::exception&) {
+        }
+    }
+    std::error_code ignored;
+    fs::remove_all(bulk->parts_directory, ignored);
+    fs::remove_all(fs::path(impl_->config.directory) / bulk->name, ignored);
+}
+
+Result<std::uint64_t> IndexWriter::bulk_finish() {
+    if (!bulk_) return Error::permanent("search.bulk", "no bulk load is open");
+    Bulk& bulk = *bulk_;
+    const fs::path path = fs::path(impl_->config.directory) / bulk.name;
+    Impl merged;
+    merged.config = impl_->config;
+    merged.live = bulk.name;
+    std::uint64_t documents = 0;
+    std::optional<Error> failure;
+    try {
+        // The last documents as one part per core: nothing else is left to overlap with.
+        std::vector<Xapian::Document> rest = std::move(bulk.chunk);
+        const std::size_t piece = std::max<std::size_t>(1, (rest.size() + Bulk::cores() - 1) / Bulk::cores());
+        for (std::size_t i = 0; i < rest.size(); i += piece) {
+            bulk.chunk.assign(std::make_move_iterator(rest.begin() + i),
+                              std::make_move_iterator(rest.begin() + std::min(rest.size(), i + piece)));
+            bulk.write_part();
+        }
+        bulk.wait_all();
+        Xapian::Database sources;
+        if (bulk.live && impl_->db->get_doccount() > 0) sources.add_database(*impl_->db);
+        for (std::size_t i = 0; i < bulk.parts; ++i) sources.add_database(Xapian::Database(bulk.part_path(i).string()));
+        if (sources.size() > 0) sources.compact(path.string());  // in order, renumbered from 1
+        if (auto opened = merged.open_live(); !opened) {
+            failure = opened.error();
+        } else {
+            // Documents whose links changed after their part was written: a later message
+            // merged their thread, or named them as its near-duplicate, or an earlier copy came late.
+            Xapian::WritableDatabase& links = *bulk.links.db;
+            for (auto it = links.postlist_begin(""); it != links.postlist_end(""); ++it) {
+                const Xapian::Document link = links.get_document(*it);
+                const nlohmann::json data = decode_data(link.get_data());
+                const std::string id = data.is_object() ? data.value("id", std::string()) : std::string();
+                const auto then = bulk.written.find(id);
+                if (then == bulk.written.end()) continue;
+                const Links now = links_of(link);
+                if (now == then->second) continue;
+                const auto docid = find_document(*merged.db, id);
+                if (!docid) continue;
+                Xapian::Document document = merged.db->get_document(*docid);
+                set_links(document, then->second, now);
+                merged.db->replace_document(*docid, document);
+            }
+            merged.db->commit();
+            documents = merged.db->get_doccount();
+            merged.db->close();
+            merged.db.reset();
+            sync_directory(path);
+        }
+    } catch (const Xapian::Error& e) {
+        failure = xapian_error("finishing a bulk load", e);
+    } catch (const std::exception& e) {
+        failure = Error::temporary("search.io", std::string("finishing a bulk load: ") + e.what());
+    }
+    if (failure) {
+        merged.db.reset();
+        bulk_abandon();
+        return *failure;
+    }
+    std::error_code ignored;
+    fs::remove_all(bulk.parts_directory, ignored);
+    const std::string name = bulk.name;
+    bulk_.reset();
+    if (auto switched = impl_->switch_to(name); !switched) return switched.error();
+    return documents;
 }
 
 Result<std::uint64_t> IndexWriter::compact() {
@@ -394,7 +621,12 @@ Result<std::uint64_t> IndexWriter::compact() {
 Indexer::Indexer(const SearchConfig& config, archive::Archive& archive, IndexWriter& writer)
     : config_(config), archive_(archive), writer_(writer) {}
 
-Indexer::~Indexer() { stop(); }
+Indexer::~Indexer() {
+    stop();
+    if (auto finished = finish_bulk(); !finished)
+        spdlog::error("search: the bulk load could not be finished; its messages stay queued: {}",
+                      finished.error().message);
+}
 
 Content Indexer::content_of(const archive::IndexTask& task) const {
     if (!task.bytes.empty()) return extract_message(task.bytes);
@@ -404,83 +636,158 @@ Content Indexer::content_of(const archive::IndexTask& task) const {
     return Content();
 }
 
-Result<std::size_t> Indexer::run_once() {
-    std::lock_guard work(work_mutex_);
-    const std::vector<archive::IndexTask> tasks = archive_.index_queue(config_.batch_size);
-    if (tasks.empty()) return std::size_t{0};
+namespace {
 
-    // Extraction and document building on worker threads, in queue order; linking and
-    // writing on this thread, each job as soon as it is built (the two overlap).
-    struct Job {
-        const archive::IndexTask* task;
-        std::optional<nlohmann::json> record;
-        std::optional<BuiltDocument> built;
-        bool ready = false;
-    };
-    std::vector<Job> jobs;
-    jobs.reserve(tasks.size());
-    for (const auto& task : tasks) jobs.push_back({&task, std::nullopt, std::nullopt});
+// build(i) for every i < count on worker threads, consume(i) on this thread in order, each as
+// soon as its build is done (the two overlap). Stops at consume's first error; the workers
+// finish before it returns.
+Status in_order(std::size_t count, const std::function<void(std::size_t)>& build,
+                const std::function<Status(std::size_t)>& consume) {
+    std::vector<char> ready(count, 0);
     std::atomic<std::size_t> next{0};
+    std::atomic<bool> cancelled{false};
     std::mutex ready_mutex;
     std::condition_variable ready_changed;
-    auto build = [&] {
-        for (std::size_t i; (i = next.fetch_add(1)) < jobs.size();) {
-            Job& job = jobs[i];
-            if (auto record = archive_.metadata(job.task->id); record) {  // else gone (disposed)
-                job.record = std::move(*record);
-                if (job.task->kind == archive::IndexTask::Kind::content) {
-                    job.built = build_document(job.task->id, *job.record, content_of(*job.task));
-                }
-            }
+    auto work = [&] {
+        for (std::size_t i; !cancelled && (i = next.fetch_add(1)) < count;) {
+            build(i);
             std::lock_guard lock(ready_mutex);
-            job.ready = true;
+            ready[i] = 1;
             ready_changed.notify_one();
         }
     };
-    const std::size_t workers = std::max<std::size_t>(1, std::min<std::size_t>(std::thread::hardware_concurrency(),
-                                                                              (jobs.size() + 15) / 16));
+    const std::size_t workers =
+        std::max<std::size_t>(1, std::min<std::size_t>(std::thread::hardware_concurrency(), (count + 15) / 16));
     std::vector<std::future<void>> running;
-    for (std::size_t w = 0; w < workers; ++w) running.push_back(std::async(std::launch::async, build));
-    struct Join {  // the workers finish before `jobs` goes away, whatever returns early below
-        std::vector<std::future<void>>& running;
-        ~Join() {
-            for (auto& r : running) r.wait();
+    for (std::size_t w = 0; w < workers; ++w) running.push_back(std::async(std::launch::async, work));
+    Status result = Status::success();
+    for (std::size_t i = 0; i < count; ++i) {
+        {
+            std::unique_lock lock(ready_mutex);
+            ready_changed.wait(lock, [&] { return ready[i] != 0; });
         }
-    } join{running};
-    auto wait_for = [&](Job& job) {
-        std::unique_lock lock(ready_mutex);
-        ready_changed.wait(lock, [&job] { return job.ready; });
-    };
+        if (result = consume(i); !result) break;
+    }
+    cancelled = true;
+    for (auto& r : running) r.wait();
+    return result;
+}
 
+}  // namespace
+
+Result<std::size_t> Indexer::run_once() {
+    std::lock_guard work(work_mutex_);
+    const std::vector<archive::IndexTask> tasks =
+        archive_.index_queue(config_.batch_size, writer_.bulk_open() ? bulk_cursor_ : std::string());
+    if (tasks.empty()) return std::size_t{0};
+    // A backlog at least as large as the index (a first import, a large one; whatever an
+    // empty index starts with) is loaded in bulk: parts written in parallel, merged with the
+    // live documents when the queue has been read to its end (finish_bulk).
+    if (const std::uint64_t indexed = writer_.bulk_open() ? 0 : writer_.document_count();
+        !writer_.bulk_open() && (indexed == 0 || tasks.size() >= config_.batch_size) &&
+        indexed <= archive_.index_queue_length()) {
+        spdlog::info("search: a backlog of {} queue entries for {} indexed messages: loading it in bulk",
+                     archive_.index_queue_length(), writer_.document_count());
+        if (auto begun = writer_.bulk_begin(true); !begun) return begun.error();
+        bulk_keys_.clear();
+        bulk_cursor_.clear();
+        in_bulk_ = true;
+    }
+    const bool bulk = writer_.bulk_open();
+
+    struct Job {
+        std::optional<nlohmann::json> record;
+        std::optional<BuiltDocument> built;
+    };
+    std::vector<Job> jobs(tasks.size());
+    auto build = [&](std::size_t i) {
+        const archive::IndexTask& task = tasks[i];
+        Job& job = jobs[i];
+        if (auto record = archive_.metadata(task.id); record) {  // else gone (disposed)
+            job.record = std::move(*record);
+            // In a bulk load a record change is indexed with the message (nothing of it is indexed yet).
+            if (task.kind == archive::IndexTask::Kind::content || bulk)
+                job.built = build_document(task.id, *job.record, content_of(task));
+        }
+    };
     std::vector<std::string> keys;
-    keys.reserve(jobs.size());
-    for (auto& job : jobs) {
-        wait_for(job);
+    keys.reserve(tasks.size());
+    auto consume = [&](std::size_t i) -> Status {
+        const archive::IndexTask& task = tasks[i];
+        Job& job = jobs[i];
+        if (bulk) {
+            bulk_cursor_ = task.key;
+            bool added = false;
+            if (job.built) {
+                auto result = writer_.bulk_add(std::move(*job.built));
+                if (!result) return result.error();
+                added = *result;
+            }
+            // Not added: the message is in the load already (a change after it was read):
+            // the entry stays queued and is indexed after the load.
+            if (added || !job.record) bulk_keys_.push_back(task.key);
+            return Status::success();
+        }
         if (job.built) {
             if (auto added = writer_.add(std::move(*job.built)); !added) return added.error();
         } else if (job.record) {
-            auto updated = writer_.update_metadata(job.task->id, *job.record);
+            auto updated = writer_.update_metadata(task.id, *job.record);
             if (!updated && updated.error().code == "search.not_found") {
                 // Its content entry is still ahead in the queue, or was lost with an old index.
-                if (auto added = writer_.add(build_document(job.task->id, *job.record, content_of(*job.task))); !added)
+                if (auto added = writer_.add(build_document(task.id, *job.record, content_of(task))); !added)
                     return added.error();
             } else if (!updated) {
                 return updated.error();
             }
         }
-        keys.push_back(job.task->key);
+        keys.push_back(task.key);
+        return Status::success();
+    };
+    if (auto done = in_order(tasks.size(), build, consume); !done) {
+        if (bulk) abandon_bulk();
+        return done.error();
     }
+    if (bulk) return tasks.size();
     if (auto committed = writer_.commit(); !committed) return committed.error();
     if (auto removed = archive_.index_queue_done(keys); !removed) return removed.error();
     indexed_ += keys.size();
     return keys.size();
 }
 
+void Indexer::abandon_bulk() {
+    writer_.bulk_abandon();
+    bulk_keys_.clear();
+    bulk_cursor_.clear();
+    in_bulk_ = false;
+}
+
+Status Indexer::finish_bulk() {
+    std::lock_guard work(work_mutex_);
+    if (!writer_.bulk_open()) return Status::success();
+    const auto started = std::chrono::steady_clock::now();
+    auto finished = writer_.bulk_finish();  // abandons the load when it fails
+    in_bulk_ = false;
+    if (!finished) {
+        bulk_keys_.clear();
+        bulk_cursor_.clear();
+        return finished.error();
+    }
+    spdlog::info("search: bulk load of {} messages merged in {:.1f} s", *finished,
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+    auto removed = archive_.index_queue_done(bulk_keys_);
+    indexed_ += bulk_keys_.size();
+    bulk_keys_.clear();
+    bulk_cursor_.clear();
+    return removed;  // on failure the entries are indexed again: idempotent
+}
+
 Status Indexer::drain() {
     for (;;) {
         auto handled = run_once();
         if (!handled) return handled.error();
-        if (*handled == 0) return Status::success();
+        if (*handled > 0) continue;
+        if (!in_bulk_) return Status::success();
+        if (auto finished = finish_bulk(); !finished) return finished;  // then what the load left queued
     }
 }
 
@@ -509,12 +816,23 @@ void Indexer::stop() {
 }
 
 void Indexer::loop() {
+    // A bulk load ends when no new work has come for this long (or at drain() or destruction).
+    constexpr auto kBulkIdle = std::chrono::seconds(2);
     for (;;) {
+        bool finish = false;
         {
             std::unique_lock lock(mutex_);
-            wakeup_.wait(lock, [this] { return pending_ || stopping_; });
+            auto woken = [this] { return pending_ || stopping_; };
+            if (in_bulk_) finish = !wakeup_.wait_for(lock, kBulkIdle, woken);
+            else wakeup_.wait(lock, woken);
             if (stopping_) return;
             pending_ = false;
+        }
+        if (finish) {
+            if (auto finished = finish_bulk(); !finished)
+                spdlog::error("search: the bulk load could not be finished; its messages stay queued: {}",
+                              finished.error().message);
+            continue;
         }
         // Let a burst of ingests gather into one batch (one Xapian commit).
         std::this_thread::sleep_for(std::chrono::milliseconds(
@@ -536,37 +854,48 @@ void Indexer::loop() {
 }
 
 Result<std::uint64_t> Indexer::compact() {
+    if (auto finished = finish_bulk(); !finished) return finished.error();
     std::lock_guard work(work_mutex_);
     return writer_.compact();
 }
 
 Result<std::uint64_t> Indexer::reindex(const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
     std::lock_guard work(work_mutex_);
+    abandon_bulk();  // its entries stay queued and are indexed again after the rebuild
     auto stats = archive_.stats();
     const std::uint64_t total = stats ? stats->messages : 0;
-    auto each = [this](const IndexWriter::Visit& visit) -> Status {
-        std::string after;
-        for (;;) {
-            auto listed = archive_.list(512, after);
-            if (listed.empty()) return Status::success();
-            for (const auto& message : listed) {
-                auto record = archive_.metadata(message.id);
-                if (!record) continue;
-                auto bytes = archive_.content(message.id);
-                if (!bytes) {
-                    spdlog::warn("search: reindex: message {} indexed by its record only: {}", message.id,
-                                 bytes.error().message);
-                    visit(message.id, *record, std::string());
-                    continue;
-                }
-                visit(message.id, *record, *bytes);
-            }
-            after = listed.back().id;
+    if (auto begun = writer_.bulk_begin(false); !begun) return begun.error();
+    std::uint64_t done = 0;
+    std::string after;
+    for (;;) {
+        const auto listed = archive_.list(512, after);
+        if (listed.empty()) break;
+        std::vector<std::optional<BuiltDocument>> built(listed.size());
+        auto build = [&](std::size_t i) {
+            const std::string& id = listed[i].id;
+            auto record = archive_.metadata(id);
+            if (!record) return;
+            auto bytes = archive_.content(id);
+            if (!bytes)
+                spdlog::warn("search: reindex: message {} indexed by its record only: {}", id, bytes.error().message);
+            built[i] = build_document(id, *record, bytes ? extract_message(*bytes) : Content());
+        };
+        auto consume = [&](std::size_t i) -> Status {
+            if (!built[i]) return Status::success();
+            auto added = writer_.bulk_add(std::move(*built[i]));
+            if (!added) return added.error();
+            if (progress) progress(++done, total);
+            return Status::success();
+        };
+        if (auto walked = in_order(listed.size(), build, consume); !walked) {
+            abandon_bulk();
+            return walked.error();
         }
-    };
-    return writer_.rebuild(each, [&](std::uint64_t done) {
-        if (progress) progress(done, total);
-    });
+        after = listed.back().id;
+    }
+    auto finished = writer_.bulk_finish();
+    in_bulk_ = false;
+    return finished;
 }
 
 }  // namespace postvault::search

@@ -2,8 +2,8 @@
 // the archive's durable index queue.
 //
 // Layout of search.directory: "current" is a Xapian stub file naming the live database
-// ("glass db-N"); `reindex` builds db-N+1 beside it from the archive and swaps the stub
-// atomically, so readers never see a half-built index.
+// ("auto db-N"); `reindex` and a bulk load build db-N+1 beside it (from parts in
+// db-N+1.parts/) and swap the stub atomically, so readers never see a half-built index.
 //
 // IndexWriter owns the Xapian::WritableDatabase (one per process; a second writer gets
 // "search.in_use"). add() links the message into its thread (References / In-Reply-To /
@@ -56,11 +56,24 @@ public:
     Status commit();
     std::uint64_t document_count() const;
 
-    // Builds a new database from `source` (every archived message, via `each`) and swaps it
-    // in. `each(visit)` must call visit(id, record, bytes) for every message.
-    using Visit = std::function<void(const std::string& id, const nlohmann::json& record, const std::string& bytes)>;
-    Result<std::uint64_t> rebuild(const std::function<Status(const Visit&)>& each,
-                                  const std::function<void(std::uint64_t)>& progress);
+    // Bulk loading, for a backlog at least as large as the index (a first import, a large one)
+    // and for reindex: builds a new database and swaps it in for the live one when finished.
+    // It holds the live documents first when `with_live` (else only the documents given).
+    // bulk_add() links each document (threads, duplicates, near-duplicates: the same code as
+    // add(), run on an in-memory database of the link terms alone, seeded with the live
+    // documents' links) on the calling thread and hands it to a small database of
+    // `part_documents` documents ("part") that other threads write in parallel, each in one
+    // commit; bulk_finish() merges the live database and the parts in order (Xapian's
+    // compaction), rewrites the documents whose links changed after they were written (a thread
+    // merged later, an original that came late), and swaps the result in. Until then readers
+    // see the database that was live before, and the writer must not be used otherwise.
+    // bulk_add() returns false, adding nothing, for an id already in the load (add it after
+    // bulk_finish()). bulk_abandon() (and a crash) leave the live database as it was.
+    Status bulk_begin(bool with_live, std::size_t part_documents = 500);
+    Result<bool> bulk_add(BuiltDocument built);
+    Result<std::uint64_t> bulk_finish();  // the documents in the new database
+    void bulk_abandon();
+    bool bulk_open() const;
 
     // Rewrites the index compactly (Xapian's compaction: full blocks, no free space) into
     // db-N+1 and swaps it in like rebuild(). Returns the bytes of the new database.
@@ -72,7 +85,9 @@ public:
 private:
     IndexWriter();
     struct Impl;
+    struct Bulk;
     std::unique_ptr<Impl> impl_;
+    std::unique_ptr<Bulk> bulk_;
 };
 
 class Indexer {
@@ -99,6 +114,10 @@ public:
 
 private:
     void loop();
+    // The bulk load (IndexWriter::bulk_begin) of a backlog: finish_bulk() merges it and removes
+    // its queue entries; abandon_bulk() drops it (its entries stay queued).
+    Status finish_bulk();
+    void abandon_bulk();  // work_mutex_ held
     // The message's text: from the task (escrow mode) or the archive; empty, with a warning,
     // when it cannot be read (the record alone is indexed then).
     Content content_of(const archive::IndexTask& task) const;
@@ -113,6 +132,9 @@ private:
     std::mutex work_mutex_;  // one batch or one reindex at a time
     std::thread thread_;
     std::atomic<std::uint64_t> indexed_{0};
+    std::atomic<bool> in_bulk_{false};
+    std::vector<std::string> bulk_keys_;  // queue entries the bulk load holds
+    std::string bulk_cursor_;             // the last entry it read
 };
 
 // Text for snippets: body and attachment text of a message.

@@ -1,5 +1,5 @@
 // Unit tests for search/document.h and search/index.h: documents, thread linking in any
-// arrival order, exact and near duplicates, idempotent indexing, metadata updates, rebuild.
+// arrival order, exact and near duplicates, idempotent indexing, metadata updates, bulk loads.
 #include <gtest/gtest.h>
 #include <xapian.h>
 
@@ -426,29 +426,114 @@ TEST_F(IndexTest, MetadataUpdateReplacesLabelsAndKeepsContent) {
     EXPECT_EQ(writer->update_metadata("nope", updated).error().code, "search.not_found");
 }
 
-TEST_F(IndexTest, RebuildSwapsInANewDatabase) {
+TEST_F(IndexTest, ABulkLoadSwapsInANewDatabaseWhenFinished) {
     add("old", message("o@x", {}, "old"));
     ASSERT_TRUE(writer->commit());
-    auto rebuilt = writer->rebuild(
-        [](const IndexWriter::Visit& visit) {
-            visit("n1", record("n1"), "Message-ID: <n1@x>\r\nSubject: rebuilt\r\n\r\nnew body\r\n");
-            visit("n2", record("n2"), "Message-ID: <n2@x>\r\nIn-Reply-To: <n1@x>\r\n\r\nreply\r\n");
-            return Status::success();
-        },
-        {});
-    ASSERT_TRUE(rebuilt) << rebuilt.error().message;
-    EXPECT_EQ(*rebuilt, 2u);
+    ASSERT_TRUE(writer->bulk_begin(false, 1));  // one document per part: three parts
+    for (auto [id, content] : {std::pair{"n1", message("n1@x", {}, "new body", "rebuilt")},
+                               std::pair{"n2", message("n2@x", {"n1@x"}, "reply")},
+                               std::pair{"n3", message("n3@x", {}, "third")}}) {
+        auto added = writer->bulk_add(build_document(id, record(id), content));
+        ASSERT_TRUE(added) << added.error().message;
+        EXPECT_TRUE(*added);
+    }
+    auto again = writer->bulk_add(build_document("n2", record("n2"), message("n2@x", {"n1@x"}, "reply")));
+    ASSERT_TRUE(again);
+    EXPECT_FALSE(*again);  // already in the load: added after it
+    EXPECT_EQ(reader().get_doccount(), 1u);  // readers see the old database until the end
+    auto finished = writer->bulk_finish();
+    ASSERT_TRUE(finished) << finished.error().message;
+    EXPECT_EQ(*finished, 3u);
+    EXPECT_FALSE(writer->bulk_open());
     auto db = reader();
-    EXPECT_EQ(db.get_doccount(), 2u);
+    EXPECT_EQ(db.get_doccount(), 3u);
     EXPECT_TRUE(ids_with(db, "Qold").empty());
     EXPECT_EQ(thread_of(db, "n2"), "n1");
+    EXPECT_EQ(ids_with(db, "body"), std::vector<std::string>{"n1"});
     // The writer goes on in the new database.
-    add("n3", message("n3@x", {}, "later"));
-    EXPECT_EQ(reader().get_doccount(), 3u);
-    int databases = 0;
+    add("n4", message("n4@x", {}, "later"));
+    EXPECT_EQ(reader().get_doccount(), 4u);
+    std::vector<std::string> entries;
     for (const auto& entry : std::filesystem::directory_iterator(dir.path() / "index"))
-        databases += entry.path().filename().string().rfind("db-", 0) == 0;
-    EXPECT_EQ(databases, 1);
+        entries.push_back(entry.path().filename().string());
+    std::sort(entries.begin(), entries.end());
+    EXPECT_EQ(entries, (std::vector<std::string>{"current", "db-000002"}));  // no parts left
+}
+
+TEST_F(IndexTest, AnAbandonedBulkLoadLeavesTheLiveDatabaseAsItWas) {
+    add("old", message("o@x", {}, "old"));
+    ASSERT_TRUE(writer->commit());
+    ASSERT_TRUE(writer->bulk_begin(true, 1));
+    ASSERT_TRUE(writer->bulk_add(build_document("n1", record("n1"), message("n1@x", {}, "new"))));
+    ASSERT_TRUE(writer->bulk_add(build_document("n2", record("n2"), message("n2@x", {}, "new"))));
+    writer->bulk_abandon();
+    auto db = reader();
+    EXPECT_EQ(ids_with(db, "Qold"), std::vector<std::string>{"old"});
+    EXPECT_EQ(db.get_doccount(), 1u);
+    std::size_t entries = 0;
+    for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator(dir.path() / "index")) ++entries;
+    EXPECT_EQ(entries, 2u);  // current, db-000001
+}
+
+// A bulk load (parts written in parallel, links fixed after the merge) gives the same index
+// as adding the same messages one by one: threads that merge late, originals and near
+// duplicates indexed after their copies, across parts.
+TEST_F(IndexTest, ABulkLoadIndexesLikeOneByOneAddsAcrossParts) {
+    const std::string base = long_text(4);
+    std::string edited = base;
+    edited.replace(edited.find(' ', 300), 1, " inserted ");
+    const std::vector<std::pair<std::string, Content>> messages = {
+        {"c", message("C@x", {"A@x", "B@x"}, "third")},
+        {"m3", message("m3@x", {}, "same body", "copy")},
+        {"a", message("A@x", {}, "first")},
+        {"m5", message("m5@x", {}, edited, "edited")},
+        {"e", message("E@x", {"MISSING@x"}, "fifth")},
+        {"m2", message("m2@x", {}, "same body", "copy")},
+        {"b", message("B@x", {"A@x"}, "second")},
+        {"d", message("D@x", {"MISSING@x"}, "fourth")},
+        {"m4", message("m4@x", {}, base, "base")},
+        {"f", message("F@x", {"E@x", "C@x"}, "joins two threads")},
+        {"m1", message("m1@x", {}, "same  body", "copy")},
+    };
+    for (const auto& [id, content] : messages) add(id, content);
+    const Xapian::Database one_by_one = reader();
+
+    // Loaded from nothing, or on top of live documents that the load links to, with parts
+    // of one document, of a few and of all.
+    for (std::size_t live : {0u, 4u})
+        for (std::size_t part : {1u, 2u, 3u, 500u}) {
+            test_support::TempDir other;
+            postvault::SearchConfig bulk_config;
+            bulk_config.directory = (other.path() / "index").string();
+            auto opened = IndexWriter::open(bulk_config);
+            ASSERT_TRUE(opened);
+            auto& bulk = **opened;
+            for (std::size_t i = 0; i < live; ++i)
+                ASSERT_TRUE(bulk.add(build_document(messages[i].first, record(messages[i].first), messages[i].second)));
+            ASSERT_TRUE(bulk.commit());
+            ASSERT_TRUE(bulk.bulk_begin(live > 0, part));
+            for (std::size_t i = live; i < messages.size(); ++i)
+                ASSERT_TRUE(bulk.bulk_add(build_document(messages[i].first, record(messages[i].first), messages[i].second)));
+            auto finished = bulk.bulk_finish();
+            ASSERT_TRUE(finished) << finished.error().message;
+            ASSERT_EQ(*finished, messages.size());
+            const Xapian::Database loaded((other.path() / "index" / "current").string());
+            expect_links_in_data(loaded);
+            for (const auto& [id, content] : messages) {
+                auto terms = [&](const Xapian::Database& db) {
+                    const Xapian::Document document = db.get_document(*db.postlist_begin("Q" + id));
+                    std::vector<std::string> list(document.termlist_begin(), document.termlist_end());
+                    for (unsigned slot : {slot_thread, slot_duplicate_of, slot_near_duplicate_of})
+                        list.push_back(std::to_string(slot) + "=" + document.get_value(slot));
+                    list.push_back(decode_data(document.get_data()).dump());
+                    return list;
+                };
+                EXPECT_EQ(terms(loaded), terms(one_by_one)) << id << " with " << live << " live, parts of " << part;
+            }
+        }
+    EXPECT_EQ(thread_of(one_by_one, "f"), "a");  // f joined a's thread and d's
+    EXPECT_EQ(thread_of(one_by_one, "e"), "a");
+    EXPECT_EQ(ids_with(one_by_one, "XIduplicate"), (std::vector<std::string>{"m2", "m3"}));
 }
 
 TEST_F(IndexTest, SecondWriterIsRefused) {
