@@ -411,10 +411,30 @@ struct IndexWriter::Bulk {
     std::size_t part_documents = 500;
     Impl links;                   // in memory: the link documents of everything added so far
     std::unordered_map<std::string, Links> written;  // id -> the links its part holds
-    std::vector<Xapian::Document> chunk;
-    std::deque<std::future<void>> writing;  // parts being written, oldest first
-    std::size_t parts = 0;
+    std::size_t added = 0;        // documents handed to the part writers
     bool live = false;            // the live database's documents are part of it
+
+    // One thread per core writes parts: part p (the documents p*N to p*N+N-1 in load order)
+    // goes to writer p % cores, which adds each document as it comes and commits the part
+    // when the next one starts, so that at the end only the last parts' commits are left.
+    struct Writer {
+        std::mutex mutex;
+        std::condition_variable changed;
+        std::deque<std::pair<std::size_t, Xapian::Document>> queue;  // part number, document
+        bool closing = false;
+        std::exception_ptr failure;
+        std::thread thread;
+    };
+    std::vector<std::unique_ptr<Writer>> writers;
+
+    ~Bulk() {
+        try {
+            close_writers();
+        } catch (...) {
+        }
+    }
+
+    std::size_t parts() const { return (added + part_documents - 1) / part_documents; }
 
     fs::path part_path(std::size_t number) const {
         char buffer[32];
@@ -422,32 +442,73 @@ struct IndexWriter::Bulk {
         return parts_directory / buffer;
     }
 
-    static std::size_t cores() { return std::max(1u, std::thread::hardware_concurrency()); }
+    void start_writers() {
+        const std::size_t cores = std::max(1u, std::thread::hardware_concurrency());
+        for (std::size_t i = 0; i < cores; ++i) {
+            writers.push_back(std::make_unique<Writer>());
+            Writer* writer = writers.back().get();
+            writer->thread = std::thread([this, writer] { write_parts(*writer); });
+        }
+    }
 
-    // Hands the chunk to a thread that writes it as the next part, in one commit; at most one
-    // part per core in flight (the oldest is waited for first). Rethrows a part's error.
-    void write_part() {
-        if (chunk.empty()) return;
-        while (writing.size() >= cores()) wait_oldest();
-        writing.push_back(std::async(std::launch::async, [path = part_path(parts), documents = std::move(chunk)]() mutable {
-            Xapian::WritableDatabase part(path.string(), Xapian::DB_CREATE_OR_OVERWRITE | Xapian::DB_BACKEND_GLASS |
-                                                             Xapian::DB_NO_SYNC);  // merged, then synced
-            for (const auto& document : documents) part.add_document(document);
-            part.commit();
-            part.close();
-            documents.clear();
-        }));
-        ++parts;
-        chunk = {};
-        chunk.reserve(part_documents);
+    void write_parts(Writer& writer) {
+        std::optional<Xapian::WritableDatabase> part;
+        std::size_t number = 0;
+        try {
+            for (;;) {
+                std::pair<std::size_t, Xapian::Document> item;
+                {
+                    std::unique_lock lock(writer.mutex);
+                    writer.changed.wait(lock, [&] { return !writer.queue.empty() || writer.closing; });
+                    if (writer.queue.empty()) break;
+                    item = std::move(writer.queue.front());
+                    writer.queue.pop_front();
+                    writer.changed.notify_all();
+                }
+                if (!part || item.first != number) {
+                    if (part) part->commit();
+                    number = item.first;
+                    part.emplace(part_path(number).string(), Xapian::DB_CREATE_OR_OVERWRITE | Xapian::DB_BACKEND_GLASS |
+                                                                 Xapian::DB_NO_SYNC);  // merged, then synced
+                }
+                part->add_document(item.second);
+            }
+            if (part) part->commit();
+        } catch (...) {
+            std::lock_guard lock(writer.mutex);
+            writer.failure = std::current_exception();
+            writer.queue.clear();
+            writer.changed.notify_all();
+        }
     }
-    void wait_oldest() {
-        std::future<void> oldest = std::move(writing.front());
-        writing.pop_front();
-        oldest.get();
+
+    // Hands a linked document to its part's writer; waits while that writer is two parts
+    // behind. Rethrows a writer's error.
+    void hand(Xapian::Document document) {
+        const std::size_t number = added / part_documents;
+        Writer& writer = *writers[number % writers.size()];
+        std::unique_lock lock(writer.mutex);
+        writer.changed.wait(lock, [&] { return writer.queue.size() < 2 * part_documents || writer.failure; });
+        if (writer.failure) std::rethrow_exception(writer.failure);
+        writer.queue.emplace_back(number, std::move(document));
+        ++added;
+        writer.changed.notify_all();
     }
-    void wait_all() {
-        while (!writing.empty()) wait_oldest();
+
+    // Waits for every part to be committed; rethrows the first writer error.
+    void close_writers() {
+        for (auto& writer : writers) {
+            std::lock_guard lock(writer->mutex);
+            writer->closing = true;
+            writer->changed.notify_all();
+        }
+        std::exception_ptr failure;
+        for (auto& writer : writers) {
+            if (writer->thread.joinable()) writer->thread.join();
+            if (writer->failure && !failure) failure = writer->failure;
+        }
+        writers.clear();
+        if (failure) std::rethrow_exception(failure);
     }
 };
 
@@ -468,7 +529,6 @@ Status IndexWriter::bulk_begin(bool with_live, std::size_t part_documents) {
     } catch (const Xapian::Error& e) {
         return xapian_error("starting a bulk load", e);
     }
-    bulk->chunk.reserve(bulk->part_documents);
     if (with_live) {
         // The live documents go first into the new database; their links are where the
         // load's documents link to (and may change, when a thread merges).
@@ -488,6 +548,7 @@ Status IndexWriter::bulk_begin(bool with_live, std::size_t part_documents) {
             return xapian_error("starting a bulk load", e);
         }
     }
+    bulk->start_writers();
     bulk_ = std::move(bulk);
     return Status::success();
 }
@@ -505,8 +566,7 @@ Result<bool> IndexWriter::bulk_add(BuiltDocument built) {
         const Links links = links_of(link.document);
         set_links(built.document, Links{}, links);
         bulk.written.emplace(built.id, links);
-        bulk.chunk.push_back(std::move(built.document));
-        if (bulk.chunk.size() >= bulk.part_documents) bulk.write_part();
+        bulk.hand(std::move(built.document));
         return true;
     } catch (const Xapian::Error& e) {
         return xapian_error("indexing message " + built.id, e);
@@ -518,11 +578,9 @@ Result<bool> IndexWriter::bulk_add(BuiltDocument built) {
 void IndexWriter::bulk_abandon() {
     if (!bulk_) return;
     std::unique_ptr<Bulk> bulk = std::move(bulk_);
-    while (!bulk->writing.empty()) {
-        try {
-            bulk->wait_oldest();
-        } catch (const std::exception&) {
-        }
+    try {
+        bulk->close_writers();
+    } catch (...) {
     }
     std::error_code ignored;
     fs::remove_all(bulk->parts_directory, ignored);
@@ -539,19 +597,13 @@ Result<std::uint64_t> IndexWriter::bulk_finish() {
     std::uint64_t documents = 0;
     std::optional<Error> failure;
     try {
-        // The last documents as one part per core: nothing else is left to overlap with.
-        std::vector<Xapian::Document> rest = std::move(bulk.chunk);
-        const std::size_t piece = std::max<std::size_t>(1, (rest.size() + Bulk::cores() - 1) / Bulk::cores());
-        for (std::size_t i = 0; i < rest.size(); i += piece) {
-            bulk.chunk.assign(std::make_move_iterator(rest.begin() + i),
-                              std::make_move_iterator(rest.begin() + std::min(rest.size(), i + piece)));
-            bulk.write_part();
-        }
-        bulk.wait_all();
+        bulk.close_writers();
         Xapian::Database sources;
         if (bulk.live && impl_->db->get_doccount() > 0) sources.add_database(*impl_->db);
-        for (std::size_t i = 0; i < bulk.parts; ++i) sources.add_database(Xapian::Database(bulk.part_path(i).string()));
+        for (std::size_t i = 0; i < bulk.parts(); ++i) sources.add_database(Xapian::Database(bulk.part_path(i).string()));
         if (sources.size() > 0) sources.compact(path.string());  // in order, renumbered from 1
+        // Its files reach the disk while the links are fixed (synced again after).
+        std::jthread syncing([&path] { sync_directory(path); });
         if (auto opened = merged.open_live(); !opened) {
             failure = opened.error();
         } else {

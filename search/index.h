@@ -62,7 +62,7 @@ public:
     // bulk_add() links each document (threads, duplicates, near-duplicates: the same code as
     // add(), run on an in-memory database of the link terms alone, seeded with the live
     // documents' links) on the calling thread and hands it to a small database of
-    // `part_documents` documents ("part") that other threads write in parallel, each in one
+    // `part_documents` documents ("part"), written by one thread per core, each part in one
     // commit; bulk_finish() merges the live database and the parts in order (Xapian's
     // compaction), rewrites the documents whose links changed after they were written (a thread
     // merged later, an original that came late), and swaps the result in. Until then readers
