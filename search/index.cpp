@@ -868,23 +868,12 @@ void Indexer::stop() {
 }
 
 void Indexer::loop() {
-    // A bulk load ends when no new work has come for this long (or at drain() or destruction).
-    constexpr auto kBulkIdle = std::chrono::seconds(2);
     for (;;) {
-        bool finish = false;
         {
             std::unique_lock lock(mutex_);
-            auto woken = [this] { return pending_ || stopping_; };
-            if (in_bulk_) finish = !wakeup_.wait_for(lock, kBulkIdle, woken);
-            else wakeup_.wait(lock, woken);
+            wakeup_.wait(lock, [this] { return pending_ || stopping_; });
             if (stopping_) return;
             pending_ = false;
-        }
-        if (finish) {
-            if (auto finished = finish_bulk(); !finished)
-                spdlog::error("search: the bulk load could not be finished; its messages stay queued: {}",
-                              finished.error().message);
-            continue;
         }
         // Let a burst of ingests gather into one batch (one Xapian commit).
         std::this_thread::sleep_for(std::chrono::milliseconds(
@@ -900,7 +889,15 @@ void Indexer::loop() {
             }
             if (*handled == 0) break;
             std::lock_guard lock(mutex_);
-            if (stopping_) return;
+            if (stopping_) return;  // a bulk load stays open for drain() or the destructor
+        }
+        // Caught up with the queue: a bulk load ends here (new mail goes on one by one).
+        if (auto finished = finish_bulk(); !finished) {
+            spdlog::error("search: the bulk load could not be finished; its messages stay queued, retrying in 5 s: {}",
+                          finished.error().message);
+            std::unique_lock lock(mutex_);
+            wakeup_.wait_for(lock, std::chrono::seconds(5), [this] { return stopping_; });
+            pending_ = true;
         }
     }
 }

@@ -189,6 +189,43 @@ class SearchFeaturesTest(PostvaultTestCase):
         self.assertEqual(report["total_distinct"], 4)
         self.assertEqual(report["total_with_family"], 4)
 
+    def test_a_backlog_larger_than_the_index_is_loaded_in_bulk_and_links_to_what_was_there(self):
+        # batch_size 4: a first import of 3 messages, then 12 more (a backlog three times the
+        # index) are loaded in bulk into a new database holding the first three too.
+        server = self.start_postvault(start=False, extra="[search]\nbatch_size = 4\n")
+        first = self.tmp / "first"
+        first.mkdir()
+        (first / "a.eml").write_bytes(eml("first@x", "budget", "the budget draft"))
+        (first / "b.eml").write_bytes(eml("orphan@x", "Re: gone", "an orphan", references=["gone@x"]))
+        (first / "c.eml").write_bytes(eml("dup1@x", "same words", "identical text here"))
+        server.archive("import", "--format", "eml", first)
+        self.assertEqual(self.count(server, "*"), 3)
+        second = self.tmp / "second"
+        second.mkdir()
+        later = [eml("reply@x", "Re: budget", "replying to the draft", references=["first@x"]),
+                 eml("orphan2@x", "Re: gone", "another orphan", references=["gone@x"]),
+                 eml("dup2@x", "same words", "identical   text here")]
+        later += [eml(f"filler{i}@x", f"filler {i}", f"filler body {i} pangolin") for i in range(9)]
+        for i, data in enumerate(later):
+            (second / f"{i:02d}.eml").write_bytes(data)
+        result = server.archive("import", "--format", "eml", second)
+        self.assertIn("loading it in bulk", (result.stdout + result.stderr).decode())
+        self.assertEqual(self.count(server, "*"), 15)
+        self.assertEqual(self.count(server, "pangolin"), 9)
+        hits = {hit["subject"]: hit for hit in self.results(server, "*")["results"]}
+        self.assertEqual(hits["Re: budget"]["thread"], hits["budget"]["thread"])
+        self.assertEqual(self.count(server, f"thread:{hits['budget']['thread']}"), 2)
+        self.assertEqual(self.count(server, "subject:gone"), 2)
+        gone = self.results(server, "subject:gone")["results"]
+        self.assertEqual(gone[0]["thread"], gone[1]["thread"])
+        self.assertEqual(self.count(server, "is:duplicate"), 1)
+        self.assertEqual(self.results(server, "is:duplicate")["results"][0]["subject"], "same words")
+        # One database left, no parts.
+        stub = next(server.directory.rglob("current"))
+        entries = sorted(p.name for p in stub.parent.iterdir())
+        self.assertEqual(len([e for e in entries if e.startswith("db-")]), 1, entries)
+        self.assertFalse([e for e in entries if e.endswith(".parts")], entries)
+
     def test_blind_copies_are_found_from_the_envelope_and_the_server_indexes_as_it_archives(self):
         sink = self.start_sink()
         server = self.start_postvault(delivery={"relayhost": f"127.0.0.1:{sink.port}"})
