@@ -585,11 +585,11 @@ int run_serve(const std::string& config_path) {
                     spdlog::info("archive: repacked {} message(s)", *packed);
                 // The index too, once it has grown by a tenth since it was last compacted:
                 // Xapian's own commits leave its blocks part empty.
-                if (indexer && index_writer->document_count() >= compacted_documents + compacted_documents / 10 + 1) {
+                if (indexer && indexer->document_count() >= compacted_documents + compacted_documents / 10 + 1) {
                     auto bytes = indexer->compact();
                     if (!bytes) spdlog::error("search: compacting the index failed: {}", bytes.error().message);
                     else spdlog::info("search: index compacted to {} bytes", *bytes);
-                    compacted_documents = index_writer->document_count();
+                    compacted_documents = indexer->document_count();
                 }
                 asio::post(io, schedule_repack);
             });

@@ -902,6 +902,11 @@ void Indexer::loop() {
     }
 }
 
+std::uint64_t Indexer::document_count() {
+    std::lock_guard work(work_mutex_);
+    return writer_.document_count();
+}
+
 Result<std::uint64_t> Indexer::compact() {
     if (auto finished = finish_bulk(); !finished) return finished.error();
     std::lock_guard work(work_mutex_);

@@ -108,6 +108,8 @@ public:
     // Compacts the index between two batches (IndexWriter::compact).
     Result<std::uint64_t> compact();
     std::uint64_t indexed() const { return indexed_; }
+    // The index's message count, between two batches (the writer is not for other threads).
+    std::uint64_t document_count();
 
     Indexer(const Indexer&) = delete;
     Indexer& operator=(const Indexer&) = delete;
