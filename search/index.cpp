@@ -41,6 +41,14 @@ Result<std::string> live_name(const std::string& directory) {
     return std::string();
 }
 
+// fsync a file, or a directory (its entries).
+void fsync_path(const fs::path& path, int flags = O_RDONLY) {
+    if (int fd = ::open(path.c_str(), flags); fd >= 0) {
+        ::fsync(fd);
+        ::close(fd);
+    }
+}
+
 Status write_stub(const std::string& directory, const std::string& name) {
     const fs::path target = stub_file(directory);
     const fs::path temporary = target.string() + ".tmp";
@@ -50,17 +58,11 @@ Status write_stub(const std::string& directory, const std::string& name) {
         out.flush();
         if (!out) return Error::temporary("search.io", "cannot write " + temporary.string());
     }
-    if (int fd = ::open(temporary.c_str(), O_RDONLY); fd >= 0) {
-        ::fsync(fd);
-        ::close(fd);
-    }
+    fsync_path(temporary);
     std::error_code error;
     fs::rename(temporary, target, error);
     if (error) return Error::temporary("search.io", "cannot replace " + target.string() + ": " + error.message());
-    if (int fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY); fd >= 0) {
-        ::fsync(fd);
-        ::close(fd);
-    }
+    fsync_path(directory, O_RDONLY | O_DIRECTORY);
     return Status::success();
 }
 
@@ -77,6 +79,12 @@ std::optional<Xapian::docid> find_document(const Xapian::Database& db, const std
     auto it = db.postlist_begin(term);
     if (it == db.postlist_end(term)) return std::nullopt;
     return *it;
+}
+
+// The archive id a document's data names ("" when unreadable).
+std::string id_of(const Xapian::Document& document) {
+    const nlohmann::json data = decode_data(document.get_data());
+    return data.is_object() ? data.value("id", std::string()) : std::string();
 }
 
 // What the index writer links: a document's thread and the earlier messages it repeats.
@@ -132,15 +140,8 @@ Xapian::Document link_document(const Xapian::Document& document, const std::stri
 // fsync every file of a database directory, and the directory.
 void sync_directory(const fs::path& directory) {
     std::error_code ignored;
-    for (const auto& entry : fs::directory_iterator(directory, ignored))
-        if (int fd = ::open(entry.path().c_str(), O_RDONLY); fd >= 0) {
-            ::fsync(fd);
-            ::close(fd);
-        }
-    if (int fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY); fd >= 0) {
-        ::fsync(fd);
-        ::close(fd);
-    }
+    for (const auto& entry : fs::directory_iterator(directory, ignored)) fsync_path(entry.path());
+    fsync_path(directory, O_RDONLY | O_DIRECTORY);
 }
 
 }  // namespace
@@ -250,10 +251,6 @@ struct IndexWriter::Impl {
         // original; every other copy is flagged and names it. Messages are usually indexed in
         // archive-id order, so only this document changes; when an earlier copy arrives late
         // (parallel imports, concurrent SMTP sessions), the later copies are rewritten to name it.
-        auto id_of = [&](const Xapian::Document& other) {
-            const nlohmann::json data = decode_data(other.get_data());
-            return data.is_object() ? data.value("id", std::string()) : std::string();
-        };
         const std::string duplicate_flag = make_term(kIsPrefix, "duplicate");
         const std::string key_term = make_term(kDuplicatePrefix, built.duplicate_key);
         std::vector<std::pair<Xapian::docid, std::string>> twins;
@@ -538,8 +535,7 @@ Status IndexWriter::bulk_begin(bool with_live, std::size_t part_documents) {
             live.commit();
             for (auto it = live.postlist_begin(""); it != live.postlist_end(""); ++it) {
                 const Xapian::Document document = live.get_document(*it);
-                const nlohmann::json data = decode_data(document.get_data());
-                const std::string id = data.is_object() ? data.value("id", std::string()) : std::string();
+                const std::string id = id_of(document);
                 if (id.empty()) continue;
                 bulk->links.db->add_document(link_document(document, id));
                 bulk->written.emplace(id, links_of(document));
@@ -612,13 +608,11 @@ Result<std::uint64_t> IndexWriter::bulk_finish() {
             Xapian::WritableDatabase& links = *bulk.links.db;
             for (auto it = links.postlist_begin(""); it != links.postlist_end(""); ++it) {
                 const Xapian::Document link = links.get_document(*it);
-                const nlohmann::json data = decode_data(link.get_data());
-                const std::string id = data.is_object() ? data.value("id", std::string()) : std::string();
-                const auto then = bulk.written.find(id);
+                const auto then = bulk.written.find(id_of(link));
                 if (then == bulk.written.end()) continue;
                 const Links now = links_of(link);
                 if (now == then->second) continue;
-                const auto docid = find_document(*merged.db, id);
+                const auto docid = find_document(*merged.db, then->first);
                 if (!docid) continue;
                 Xapian::Document document = merged.db->get_document(*docid);
                 set_links(document, then->second, now);
@@ -735,15 +729,17 @@ Result<std::size_t> Indexer::run_once() {
     // A backlog at least as large as the index (a first import, a large one; whatever an
     // empty index starts with) is loaded in bulk: parts written in parallel, merged with the
     // live documents when the queue has been read to its end (finish_bulk).
-    if (const std::uint64_t indexed = writer_.bulk_open() ? 0 : writer_.document_count();
-        !writer_.bulk_open() && (indexed == 0 || tasks.size() >= config_.batch_size) &&
-        indexed <= archive_.index_queue_length()) {
-        spdlog::info("search: a backlog of {} queue entries for {} indexed messages: loading it in bulk",
-                     archive_.index_queue_length(), writer_.document_count());
-        if (auto begun = writer_.bulk_begin(true); !begun) return begun.error();
-        bulk_keys_.clear();
-        bulk_cursor_.clear();
-        in_bulk_ = true;
+    if (!writer_.bulk_open()) {
+        const std::uint64_t indexed = writer_.document_count();
+        const std::uint64_t backlog =
+            indexed == 0 || tasks.size() >= config_.batch_size ? archive_.index_queue_length() : 0;
+        if (backlog > 0 && indexed <= backlog) {
+            spdlog::info("search: a backlog of {} queue entries for {} indexed messages: loading it in bulk", backlog,
+                         indexed);
+            if (auto begun = writer_.bulk_begin(true); !begun) return begun.error();
+            bulk_keys_.clear();
+            bulk_cursor_.clear();
+        }
     }
     const bool bulk = writer_.bulk_open();
 
@@ -810,15 +806,13 @@ void Indexer::abandon_bulk() {
     writer_.bulk_abandon();
     bulk_keys_.clear();
     bulk_cursor_.clear();
-    in_bulk_ = false;
 }
 
-Status Indexer::finish_bulk() {
+Result<bool> Indexer::finish_bulk() {
     std::lock_guard work(work_mutex_);
-    if (!writer_.bulk_open()) return Status::success();
+    if (!writer_.bulk_open()) return false;
     const auto started = std::chrono::steady_clock::now();
     auto finished = writer_.bulk_finish();  // abandons the load when it fails
-    in_bulk_ = false;
     if (!finished) {
         bulk_keys_.clear();
         bulk_cursor_.clear();
@@ -830,7 +824,8 @@ Status Indexer::finish_bulk() {
     indexed_ += bulk_keys_.size();
     bulk_keys_.clear();
     bulk_cursor_.clear();
-    return removed;  // on failure the entries are indexed again: idempotent
+    if (!removed) return removed.error();  // the entries are indexed again: idempotent
+    return true;
 }
 
 Status Indexer::drain() {
@@ -838,8 +833,9 @@ Status Indexer::drain() {
         auto handled = run_once();
         if (!handled) return handled.error();
         if (*handled > 0) continue;
-        if (!in_bulk_) return Status::success();
-        if (auto finished = finish_bulk(); !finished) return finished;  // then what the load left queued
+        auto finished = finish_bulk();
+        if (!finished) return finished.error();
+        if (!*finished) return Status::success();  // else on with what the load left queued
     }
 }
 
@@ -947,9 +943,7 @@ Result<std::uint64_t> Indexer::reindex(const std::function<void(std::uint64_t, s
         }
         after = listed.back().id;
     }
-    auto finished = writer_.bulk_finish();
-    in_bulk_ = false;
-    return finished;
+    return writer_.bulk_finish();
 }
 
 }  // namespace postvault::search

@@ -118,7 +118,7 @@ private:
     void loop();
     // The bulk load (IndexWriter::bulk_begin) of a backlog: finish_bulk() merges it and removes
     // its queue entries; abandon_bulk() drops it (its entries stay queued).
-    Status finish_bulk();
+    Result<bool> finish_bulk();  // false: none was open
     void abandon_bulk();  // work_mutex_ held
     // The message's text: from the task (escrow mode) or the archive; empty, with a warning,
     // when it cannot be read (the record alone is indexed then).
@@ -134,7 +134,6 @@ private:
     std::mutex work_mutex_;  // one batch or one reindex at a time
     std::thread thread_;
     std::atomic<std::uint64_t> indexed_{0};
-    std::atomic<bool> in_bulk_{false};
     std::vector<std::string> bulk_keys_;  // queue entries the bulk load holds
     std::string bulk_cursor_;             // the last entry it read
 };
