@@ -210,6 +210,7 @@ int run_archive(const ArchiveCommand& command) {
         if (!summary) return fail(summary.error());
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
         if (indexer) {
+            store.start_flush();  // alongside the index's last merge
             indexer->stop();
             if (auto drained = indexer->drain(); !drained) return fail(drained.error());
             const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();

@@ -318,6 +318,32 @@ struct Archive::Impl {
     std::mutex listener_mutex;
     std::function<void()> index_listener;
 
+    // Messages just archived, kept for the search index (keep_for_index): content() hands each
+    // out once instead of reading, unsealing and reassembling what was written a moment ago.
+    // Full means no more are kept until some are handed out: the indexer reads the queue
+    // oldest first, so the oldest are the ones to keep. (A disposal must drop its message.)
+    struct Recent {
+        std::mutex mutex;
+        std::unordered_map<std::string, std::string> bytes;  // id -> the message
+        std::size_t total = 0, limit = 0;
+    } recent;
+
+    void keep_recent(const std::string& id, const std::string& bytes) {
+        std::lock_guard lock(recent.mutex);
+        if (recent.total + bytes.size() > recent.limit) return;
+        if (recent.bytes.emplace(id, bytes).second) recent.total += bytes.size();
+    }
+
+    std::optional<std::string> take_recent(const std::string& id) {
+        std::lock_guard lock(recent.mutex);
+        auto found = recent.bytes.find(id);
+        if (found == recent.bytes.end()) return std::nullopt;
+        std::string bytes = std::move(found->second);
+        recent.bytes.erase(found);
+        recent.total -= bytes.size();
+        return bytes;
+    }
+
     // one-entry pack cache for sequential reads (verify, exports)
     mutable std::mutex pack_cache_mutex;
     mutable std::string pack_cache_key;
@@ -941,6 +967,11 @@ struct Archive::Impl {
                 if (!operation.failure) operation.failure = io_error(written);
             return;
         }
+        if (!escrow)
+            for (const auto& operation : group)
+                if (operation.kind == Operation::Kind::ingest && !operation.failure && !operation.result.duplicate &&
+                    !operation.result.already_imported)
+                    keep_recent(operation.result.id, operation.ingest.request.bytes);
         if (queued_for_index) {
             std::lock_guard lock(listener_mutex);
             if (index_listener) index_listener();
@@ -1160,7 +1191,17 @@ Result<std::string> Archive::get(const std::string& id, const std::string& actor
     return bytes;
 }
 
+void Archive::keep_for_index(std::size_t bytes) {
+    std::lock_guard lock(impl_->recent.mutex);
+    impl_->recent.limit = bytes;
+    if (bytes == 0) {
+        impl_->recent.bytes.clear();
+        impl_->recent.total = 0;
+    }
+}
+
 Result<std::string> Archive::content(const std::string& id) const {
+    if (auto kept = impl_->take_recent(id)) return std::move(*kept);
     auto record = metadata(id);
     if (!record) return record.error();
     return impl_->rebuild(id, *record);
@@ -1294,6 +1335,14 @@ Result<Stats> Archive::stats() const {
         return Error::temporary("archive.io", std::string("reading statistics: ") + e.what());
     }
     return stats;
+}
+
+void Archive::start_flush() {
+    if (impl_->mode != OpenMode::writer) return;
+    rocksdb::FlushOptions options;
+    options.wait = false;
+    if (const auto started = impl_->db->Flush(options, impl_->handles); !started.ok())
+        spdlog::warn("archive: starting a flush: {}", started.ToString());
 }
 
 Status Archive::refresh() {

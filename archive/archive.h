@@ -225,6 +225,9 @@ public:
 
     // For a reader: see the writer's latest writes.
     Status refresh();
+    // For a writer: starts writing what is in memory to the store's files, in the background
+    // (the end of an import: the flush at close then has little left to do).
+    void start_flush();
 
     // The index queue, oldest first (see IndexTask). Writer only for done().
     std::vector<IndexTask> index_queue(std::size_t limit, const std::string& after = {}) const;  // after: a key
@@ -235,6 +238,10 @@ public:
     // The exact bytes like get(), but recording no access: for the search index and its
     // snippets, which are not a person reading the message (escrow mode: needs the key).
     Result<std::string> content(const std::string& id) const;
+    // Keep up to `bytes` of newly archived messages in memory until content() asks for each
+    // (once): the indexer of this process reads back what was just written. 0 (the default)
+    // keeps none and drops what was kept. Not in escrow mode, where the index queue carries the message.
+    void keep_for_index(std::size_t bytes);
 
     Archive(const Archive&) = delete;
     Archive& operator=(const Archive&) = delete;

@@ -253,8 +253,7 @@ void add_metadata_terms(Xapian::Document& document, const nlohmann::json& record
 
 }  // namespace
 
-void copy_links_to_data(Xapian::Document& document) {
-    nlohmann::json data = decode_data(document.get_data());
+void copy_links_to_data(Xapian::Document& document, nlohmann::json data) {
     if (!data.is_object()) return;
     data["thread"] = document.get_value(slot_thread);
     data["duplicate"] = document.get_value(slot_duplicate);
@@ -490,7 +489,7 @@ BuiltDocument build_document(const std::string& id, const nlohmann::json& record
                            {"subject", content.subject},
                            {"size", size}};
     if (data["from"].get<std::string>().empty()) data["from"] = record.value("from", std::string());
-    document.set_data(encode_data(data));
+    built.data = std::move(data);
     return built;
 }
 

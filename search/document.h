@@ -26,6 +26,8 @@ struct BuiltDocument {
     std::vector<std::string> references;  // In-Reply-To and References ids
     std::string duplicate_key;            // exact-duplicate group
     std::vector<std::uint32_t> minhash;   // empty when the body is too short to compare
+    nlohmann::json data;                  // the result line without its links: stored by the
+                                          // index writer once they are known (copy_links_to_data)
 };
 
 // Words are indexed as written (folded), without stems: the query parser expands a word to
@@ -47,11 +49,12 @@ inline nlohmann::json::input_format_t data_format(const std::string& unpacked) {
 }
 nlohmann::json decode_data(const std::string& stored);  // a discarded value when unreadable
 
-// Copies the links the index writer sets (thread, duplicate group, duplicate_of,
-// near_duplicate_of: values, for the writer's own lookups) into the document data, where a
-// search result reads them with the rest of its line: one read per hit instead of one value
-// lookup per slot (about five block reads each). Called before every write of a document.
-void copy_links_to_data(Xapian::Document& document);
+// Stores `data` (the document's result line) with the links the index writer sets (thread,
+// duplicate group, duplicate_of, near_duplicate_of: values, for the writer's own lookups) as
+// the document data, where a search result reads them with the rest of its line: one read per
+// hit instead of one value lookup per slot (about five block reads each). Called before every
+// write of a document, with decode_data(document.get_data()) for one read from the index.
+void copy_links_to_data(Xapian::Document& document, nlohmann::json data);
 
 // Replaces the record-derived terms of `document` (direction, method, policy, tag, hold,
 // retention; envelope addresses are added, never removed) and its result-line data.

@@ -1,4 +1,5 @@
 // search/document_data.cpp — a document's result line as stored (see document.h).
+#include <glib.h>
 #include <zstd.h>
 
 #include <memory>
@@ -7,10 +8,28 @@
 
 namespace postvault::search {
 
+namespace {
+
+bool all_utf8(const nlohmann::json& value) {
+    if (value.is_string()) {
+        const auto& text = value.get_ref<const std::string&>();
+        return g_utf8_validate(text.data(), static_cast<gssize>(text.size()), nullptr);
+    }
+    if (value.is_structured())
+        for (const auto& item : value)
+            if (!all_utf8(item)) return false;
+    return true;  // object keys are the writer's own ASCII names
+}
+
+}  // namespace
+
 std::string encode_data(const nlohmann::json& data) {
-    // Through JSON text first: its writer is the one that replaces bytes that are not UTF-8.
-    const auto clean = nlohmann::json::parse(data.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
-    const std::vector<std::uint8_t> cbor = nlohmann::json::to_cbor(clean);
+    // A line with bytes that are not UTF-8 goes through JSON text first: its writer is the
+    // one that replaces them.
+    const std::vector<std::uint8_t> cbor =
+        all_utf8(data) ? nlohmann::json::to_cbor(data)
+                       : nlohmann::json::to_cbor(nlohmann::json::parse(
+                             data.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)));
     std::string out(ZSTD_compressBound(cbor.size()), '\0');
     // One context per thread: ZSTD_compress() would allocate and clear one for every line.
     thread_local std::unique_ptr<ZSTD_CCtx, decltype(&ZSTD_freeCCtx)> context(ZSTD_createCCtx(), &ZSTD_freeCCtx);

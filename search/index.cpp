@@ -29,6 +29,7 @@ const std::string kThreadPrefix(find_field("thread")->prefix);
 const std::string kMessageIdPrefix(find_field("id")->prefix);
 const std::string kIsPrefix(find_field("is")->prefix);
 const std::string kDuplicatePrefix(find_field("duplicate")->prefix);
+constexpr std::size_t kKeptForIndex = 64u << 20;  // new messages the archive keeps for the indexer (bytes)
 constexpr std::size_t kMaxBandCandidates = 200;  // per band: boilerplate must not make indexing quadratic
 
 // The stub names the live database directory, relative to search.directory.
@@ -98,8 +99,9 @@ Links links_of(const Xapian::Document& document) {
             document.get_value(slot_near_duplicate_of)};
 }
 
-// Gives a document that has the links `from` the links `to` (terms, values, data).
-void set_links(Xapian::Document& document, const Links& from, const Links& to) {
+// Gives a document that has the links `from` the links `to` (terms, values, and its result
+// line `data` as the document data).
+void set_links(Xapian::Document& document, const Links& from, const Links& to, nlohmann::json data) {
     if (to.thread != from.thread) {
         if (!from.thread.empty()) document.remove_term(make_term(kThreadPrefix, from.thread));
         document.add_boolean_term(make_term(kThreadPrefix, to.thread));
@@ -113,7 +115,7 @@ void set_links(Xapian::Document& document, const Links& from, const Links& to) {
         document.add_boolean_term(make_term(kIsPrefix, "near-duplicate"));
         document.add_value(slot_near_duplicate_of, to.near_duplicate_of);
     }
-    copy_links_to_data(document);
+    copy_links_to_data(document, std::move(data));
 }
 
 // A document of only what linking reads (IndexWriter::Impl::add) and sets: the id, Message-ID,
@@ -121,19 +123,27 @@ void set_links(Xapian::Document& document, const Links& from, const Links& to) {
 // the id in the data.
 Xapian::Document link_document(const Xapian::Document& document, const std::string& id) {
     Xapian::Document link;
-    for (auto it = document.termlist_begin(); it != document.termlist_end(); ++it) {
-        const std::string term = *it;
-        for (std::string_view prefix : {kIdPrefix, std::string_view(kMessageIdPrefix), kReferencePrefix,
-                                        std::string_view(kDuplicatePrefix), kBandPrefix,
-                                        std::string_view(kThreadPrefix), std::string_view(kIsPrefix)})
-            if (term.starts_with(prefix)) {
-                link.add_boolean_term(term);
-                break;
-            }
+    // In term order, skipping to each prefix: the words of the text (most of the terms) are
+    // never read.
+    static const std::vector<std::string> prefixes = [] {
+        std::vector<std::string> sorted = {std::string(kIdPrefix),  kMessageIdPrefix, std::string(kReferencePrefix),
+                                           kDuplicatePrefix,        std::string(kBandPrefix), kThreadPrefix,
+                                           kIsPrefix};
+        std::sort(sorted.begin(), sorted.end());
+        return sorted;
+    }();
+    auto it = document.termlist_begin();
+    for (const std::string& prefix : prefixes) {
+        it.skip_to(prefix);
+        for (; it != document.termlist_end(); ++it) {
+            std::string term = *it;
+            if (!term.starts_with(prefix)) break;
+            link.add_boolean_term(term);
+        }
     }
     for (unsigned slot : {slot_thread, slot_minhash, slot_duplicate, slot_duplicate_of, slot_near_duplicate_of})
         link.add_value(slot, document.get_value(slot));
-    link.set_data(encode_data({{"id", id}}));
+    copy_links_to_data(link, {{"id", id}});
     return link;
 }
 
@@ -229,7 +239,7 @@ struct IndexWriter::Impl {
             document.remove_term(term);
             document.add_boolean_term(make_term(kThreadPrefix, to));
             document.add_value(slot_thread, to);
-            copy_links_to_data(document);
+            copy_links_to_data(document, decode_data(document.get_data()));
             db->replace_document(docid, document);
         }
     }
@@ -269,7 +279,7 @@ struct IndexWriter::Impl {
             if (other.get_value(slot_duplicate_of) == original) continue;
             other.add_boolean_term(duplicate_flag);
             other.add_value(slot_duplicate_of, original);
-            copy_links_to_data(other);
+            copy_links_to_data(other, decode_data(other.get_data()));
             db->replace_document(docid, other);
         }
         if (!built.minhash.empty()) {
@@ -299,7 +309,7 @@ struct IndexWriter::Impl {
                     // A later message indexed before this one: it repeats this one.
                     other.add_boolean_term(near_flag);
                     other.add_value(slot_near_duplicate_of, built.id);
-                    copy_links_to_data(other);
+                    copy_links_to_data(other, decode_data(other.get_data()));
                     db->replace_document(docid, other);
                 }
             }
@@ -308,7 +318,7 @@ struct IndexWriter::Impl {
                 document.add_value(slot_near_duplicate_of, nearest);
             }
         }
-        copy_links_to_data(document);
+        copy_links_to_data(document, std::move(built.data));
         if (self) db->replace_document(*self, document);
         else db->add_document(document);
     }
@@ -557,10 +567,10 @@ Result<bool> IndexWriter::bulk_add(BuiltDocument built) {
     try {
         if (bulk.written.contains(built.id)) return false;
         BuiltDocument link{link_document(built.document, built.id), built.id, built.message_id, built.references,
-                           built.duplicate_key, built.minhash};
+                           built.duplicate_key, built.minhash, {{"id", built.id}}};
         bulk.links.add(link);
         const Links links = links_of(link.document);
-        set_links(built.document, Links{}, links);
+        set_links(built.document, Links{}, links, std::move(built.data));
         bulk.written.emplace(built.id, links);
         bulk.hand(std::move(built.document));
         return true;
@@ -615,7 +625,7 @@ Result<std::uint64_t> IndexWriter::bulk_finish() {
                 const auto docid = find_document(*merged.db, then->first);
                 if (!docid) continue;
                 Xapian::Document document = merged.db->get_document(*docid);
-                set_links(document, then->second, now);
+                set_links(document, then->second, now, decode_data(document.get_data()));
                 merged.db->replace_document(*docid, document);
             }
             merged.db->commit();
@@ -665,13 +675,16 @@ Result<std::uint64_t> IndexWriter::compact() {
 // -----------------------------------------------------------------------------------------
 
 Indexer::Indexer(const SearchConfig& config, archive::Archive& archive, IndexWriter& writer)
-    : config_(config), archive_(archive), writer_(writer) {}
+    : config_(config), archive_(archive), writer_(writer) {
+    archive_.keep_for_index(kKeptForIndex);
+}
 
 Indexer::~Indexer() {
     stop();
     if (auto finished = finish_bulk(); !finished)
         spdlog::error("search: the bulk load could not be finished; its messages stay queued: {}",
                       finished.error().message);
+    archive_.keep_for_index(0);
 }
 
 Content Indexer::content_of(const archive::IndexTask& task) const {
@@ -870,10 +883,12 @@ void Indexer::loop() {
             wakeup_.wait(lock, [this] { return pending_ || stopping_; });
             if (stopping_) return;
             pending_ = false;
+            // Let a burst of ingests gather into one batch (one Xapian commit); stop() need not wait.
+            const auto gather = std::min<std::chrono::milliseconds>(
+                std::chrono::milliseconds(200),
+                std::chrono::duration_cast<std::chrono::milliseconds>(config_.commit_interval));
+            if (wakeup_.wait_for(lock, gather, [this] { return stopping_; })) return;
         }
-        // Let a burst of ingests gather into one batch (one Xapian commit).
-        std::this_thread::sleep_for(std::chrono::milliseconds(
-            std::min<std::int64_t>(200, std::chrono::duration_cast<std::chrono::milliseconds>(config_.commit_interval).count())));
         for (;;) {
             auto handled = run_once();
             if (!handled) {
