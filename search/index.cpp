@@ -30,7 +30,12 @@ const std::string kMessageIdPrefix(find_field("id")->prefix);
 const std::string kIsPrefix(find_field("is")->prefix);
 const std::string kDuplicatePrefix(find_field("duplicate")->prefix);
 constexpr std::size_t kKeptForIndex = 64u << 20;  // new messages the archive keeps for the indexer (bytes)
-constexpr std::size_t kMaxBandCandidates = 200;  // per band: boilerplate must not make indexing quadratic
+constexpr std::size_t kMaxBandCandidates = 200;
+// A bulk load's database is a directory of up to kMaxShards glass shards and the stub file
+// that names them (Xapian opens such a directory as one database); every other is one glass
+// database. More shards would merge faster and search slower.
+constexpr std::size_t kMaxShards = 2;
+constexpr const char* kShardStub = "XAPIANDB";  // per band: boilerplate must not make indexing quadratic
 
 // The stub names the live database directory, relative to search.directory.
 fs::path stub_file(const std::string& directory) { return fs::path(directory) / "current"; }
@@ -50,12 +55,12 @@ void fsync_path(const fs::path& path, int flags = O_RDONLY) {
     }
 }
 
-Status write_stub(const std::string& directory, const std::string& name) {
-    const fs::path target = stub_file(directory);
+// Replaces `target` with `text` atomically, on disk when it returns.
+Status write_file_synced(const fs::path& target, const std::string& text) {
     const fs::path temporary = target.string() + ".tmp";
     {
         std::ofstream out(temporary, std::ios::trunc);
-        out << "auto " << name << "\n";
+        out << text;
         out.flush();
         if (!out) return Error::temporary("search.io", "cannot write " + temporary.string());
     }
@@ -63,8 +68,12 @@ Status write_stub(const std::string& directory, const std::string& name) {
     std::error_code error;
     fs::rename(temporary, target, error);
     if (error) return Error::temporary("search.io", "cannot replace " + target.string() + ": " + error.message());
-    fsync_path(directory, O_RDONLY | O_DIRECTORY);
+    fsync_path(target.parent_path(), O_RDONLY | O_DIRECTORY);
     return Status::success();
+}
+
+Status write_stub(const std::string& directory, const std::string& name) {
+    return write_file_synced(stub_file(directory), "auto " + name + "\n");
 }
 
 std::string next_name(const std::string& current) {
@@ -176,7 +185,7 @@ struct IndexWriter::Impl {
     Status open_live() {
         try {
             db = std::make_unique<Xapian::WritableDatabase>((fs::path(config.directory) / live).string(),
-                                                            Xapian::DB_CREATE_OR_OPEN | Xapian::DB_BACKEND_GLASS);
+                                                            Xapian::DB_CREATE_OR_OPEN);  // new: glass
             if (db->get_metadata("schema").empty()) db->set_metadata("schema", std::string(kSchemaVersion));
             return Status::success();
         } catch (const Xapian::DatabaseLockError&) {
@@ -420,10 +429,14 @@ struct IndexWriter::Bulk {
     std::unordered_map<std::string, Links> written;  // id -> the links its part holds
     std::size_t added = 0;        // documents handed to the part writers
     bool live = false;            // the live database's documents are part of it
+    std::size_t writer_count = 0;
 
     // One thread per core writes parts: part p (the documents p*N to p*N+N-1 in load order)
     // goes to writer p % cores, which adds each document as it comes and commits the part
     // when the next one starts, so that at the end only the last parts' commits are left.
+    // The load ends as a database of up to kMaxShards shards: shard s is merged from the
+    // parts of writers w with w % shards == s as soon as those writers are done, in
+    // parallel with the other shards (and with the other writers' last commits).
     struct Writer {
         std::mutex mutex;
         std::condition_variable changed;
@@ -442,6 +455,8 @@ struct IndexWriter::Bulk {
     }
 
     std::size_t parts() const { return (added + part_documents - 1) / part_documents; }
+    std::size_t shards() const { return std::clamp<std::size_t>(writer_count, 1, kMaxShards); }
+    static std::string shard_name(std::size_t shard) { return "s" + std::to_string(shard); }
 
     fs::path part_path(std::size_t number) const {
         char buffer[32];
@@ -450,8 +465,8 @@ struct IndexWriter::Bulk {
     }
 
     void start_writers() {
-        const std::size_t cores = std::max(1u, std::thread::hardware_concurrency());
-        for (std::size_t i = 0; i < cores; ++i) {
+        writer_count = std::max(1u, std::thread::hardware_concurrency());
+        for (std::size_t i = 0; i < writer_count; ++i) {
             writers.push_back(std::make_unique<Writer>());
             Writer* writer = writers.back().get();
             writer->thread = std::thread([this, writer] { write_parts(*writer); });
@@ -502,20 +517,63 @@ struct IndexWriter::Bulk {
         writer.changed.notify_all();
     }
 
-    // Waits for every part to be committed; rethrows the first writer error.
-    void close_writers() {
+    // Tells every writer that no more documents come.
+    void end_writers() {
         for (auto& writer : writers) {
             std::lock_guard lock(writer->mutex);
             writer->closing = true;
             writer->changed.notify_all();
         }
+    }
+
+    // Waits for the writers of one shard (all: shards 1) to commit their parts; rethrows the
+    // first writer error. Threads may wait for different shards at once.
+    void join_writers(std::size_t shard, std::size_t shards) {
         std::exception_ptr failure;
-        for (auto& writer : writers) {
-            if (writer->thread.joinable()) writer->thread.join();
-            if (writer->failure && !failure) failure = writer->failure;
+        for (std::size_t w = shard; w < writers.size(); w += shards) {
+            if (writers[w]->thread.joinable()) writers[w]->thread.join();
+            if (writers[w]->failure && !failure) failure = writers[w]->failure;
         }
-        writers.clear();
         if (failure) std::rethrow_exception(failure);
+    }
+
+    void close_writers() {
+        end_writers();
+        join_writers(0, 1);
+    }
+
+    // Shard `shard` of the load's database at `path`: once its writers are done, the live
+    // database (shard 0, when the load includes it) and its parts merged in order, then the
+    // documents whose links changed after their part was written given their links now
+    // (`changed`: id -> written, now), synced. Returns its document count; false when the
+    // shard has nothing (no shard but 0 is made then).
+    std::optional<Xapian::doccount> merge_shard(std::size_t shard, const fs::path& path,
+                                                Xapian::WritableDatabase* live,
+                                                const std::unordered_map<std::string, std::pair<Links, Links>>& changed) {
+        const std::size_t count = shards();
+        join_writers(shard, count);
+        Xapian::Database sources;
+        if (shard == 0 && live && live->get_doccount() > 0) sources.add_database(*live);
+        for (std::size_t p = 0; p < parts(); ++p)
+            if (p % writer_count % count == shard) sources.add_database(Xapian::Database(part_path(p).string()));
+        if (sources.size() == 0 && shard != 0) return std::nullopt;
+        if (sources.size() > 0) sources.compact(path.string());  // in order, renumbered from 1
+        // Its files reach the disk while the links are fixed (synced again after).
+        std::jthread syncing([&path] { sync_directory(path); });
+        Xapian::WritableDatabase db(path.string(), Xapian::DB_CREATE_OR_OPEN | Xapian::DB_BACKEND_GLASS | Xapian::DB_NO_SYNC);
+        for (const auto& [id, links] : changed) {
+            const auto docid = find_document(db, id);
+            if (!docid) continue;
+            Xapian::Document document = db.get_document(*docid);
+            set_links(document, links.first, links.second, decode_data(document.get_data()));
+            db.replace_document(*docid, document);
+        }
+        db.commit();
+        const Xapian::doccount documents = db.get_doccount();
+        db.close();
+        syncing.join();
+        sync_directory(path);
+        return documents;
     }
 };
 
@@ -597,50 +655,62 @@ Result<std::uint64_t> IndexWriter::bulk_finish() {
     if (!bulk_) return Error::permanent("search.bulk", "no bulk load is open");
     Bulk& bulk = *bulk_;
     const fs::path path = fs::path(impl_->config.directory) / bulk.name;
-    Impl merged;
-    merged.config = impl_->config;
-    merged.live = bulk.name;
+    auto failed = [](const std::exception_ptr& thrown) -> Error {
+        try {
+            std::rethrow_exception(thrown);
+        } catch (const Xapian::Error& e) {
+            return xapian_error("finishing a bulk load", e);
+        } catch (const std::exception& e) {
+            return Error::temporary("search.io", std::string("finishing a bulk load: ") + e.what());
+        }
+    };
     std::uint64_t documents = 0;
     std::optional<Error> failure;
     try {
-        bulk.close_writers();
-        Xapian::Database sources;
-        if (bulk.live && impl_->db->get_doccount() > 0) sources.add_database(*impl_->db);
-        for (std::size_t i = 0; i < bulk.parts(); ++i) sources.add_database(Xapian::Database(bulk.part_path(i).string()));
-        if (sources.size() > 0) sources.compact(path.string());  // in order, renumbered from 1
-        // Its files reach the disk while the links are fixed (synced again after).
-        std::jthread syncing([&path] { sync_directory(path); });
-        if (auto opened = merged.open_live(); !opened) {
-            failure = opened.error();
-        } else {
-            // Documents whose links changed after their part was written: a later message
-            // merged their thread, or named them as its near-duplicate, or an earlier copy came late.
-            Xapian::WritableDatabase& links = *bulk.links.db;
-            for (auto it = links.postlist_begin(""); it != links.postlist_end(""); ++it) {
-                const Xapian::Document link = links.get_document(*it);
-                const auto then = bulk.written.find(id_of(link));
-                if (then == bulk.written.end()) continue;
-                const Links now = links_of(link);
-                if (now == then->second) continue;
-                const auto docid = find_document(*merged.db, then->first);
-                if (!docid) continue;
-                Xapian::Document document = merged.db->get_document(*docid);
-                set_links(document, then->second, now, decode_data(document.get_data()));
-                merged.db->replace_document(*docid, document);
-            }
-            merged.db->commit();
-            documents = merged.db->get_doccount();
-            merged.db->close();
-            merged.db.reset();
-            sync_directory(path);
+        bulk.end_writers();
+        // Documents whose links changed after their part was written: a later message merged
+        // their thread, or named them as its near-duplicate, or an earlier copy came late.
+        std::unordered_map<std::string, std::pair<Links, Links>> changed;
+        Xapian::WritableDatabase& links = *bulk.links.db;
+        for (auto it = links.postlist_begin(""); it != links.postlist_end(""); ++it) {
+            const Xapian::Document link = links.get_document(*it);
+            const auto then = bulk.written.find(id_of(link));
+            if (then == bulk.written.end()) continue;
+            const Links now = links_of(link);
+            if (now != then->second) changed.emplace(then->first, std::pair{then->second, now});
         }
-    } catch (const Xapian::Error& e) {
-        failure = xapian_error("finishing a bulk load", e);
-    } catch (const std::exception& e) {
-        failure = Error::temporary("search.io", std::string("finishing a bulk load: ") + e.what());
+        const std::size_t shards = bulk.shards();
+        std::vector<std::optional<Xapian::doccount>> counts(shards);
+        std::vector<std::exception_ptr> thrown(shards);
+        fs::create_directories(path);
+        {
+            std::vector<std::jthread> merging;
+            for (std::size_t s = 0; s < shards; ++s)
+                merging.emplace_back([&, s] {
+                    try {
+                        counts[s] = bulk.merge_shard(s, path / Bulk::shard_name(s), bulk.live ? impl_->db.get() : nullptr,
+                                                     changed);
+                    } catch (...) {
+                        thrown[s] = std::current_exception();
+                    }
+                });
+        }
+        for (const auto& error : thrown)
+            if (error && !failure) failure = failed(error);
+        if (!failure) {
+            // A stub naming the shards: the directory opens as one database.
+            std::string stub;
+            for (std::size_t s = 0; s < shards; ++s)
+                if (counts[s]) {
+                    stub += "glass " + Bulk::shard_name(s) + "\n";
+                    documents += *counts[s];
+                }
+            if (auto written = write_file_synced(path / kShardStub, stub); !written) failure = written.error();
+        }
+    } catch (...) {
+        failure = failed(std::current_exception());
     }
     if (failure) {
-        merged.db.reset();
         bulk_abandon();
         return *failure;
     }
@@ -660,7 +730,9 @@ Result<std::uint64_t> IndexWriter::compact() {
     fs::remove_all(new_path, ignored);
     try {
         impl.db->commit();
-        impl.db->compact(new_path.string(), Xapian::DBCOMPACT_NO_RENUMBER);
+        // One glass database; the document ids of a bulk load's shards interleave, so they
+        // are numbered afresh (from the first shard's documents on).
+        impl.db->compact(new_path.string(), impl.db->size() > 1 ? 0 : Xapian::DBCOMPACT_NO_RENUMBER);
     } catch (const Xapian::Error& e) {
         fs::remove_all(new_path, ignored);
         return xapian_error("compacting the index", e);

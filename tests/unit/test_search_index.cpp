@@ -4,8 +4,10 @@
 #include <xapian.h>
 
 #include <algorithm>
+#include <fstream>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "search/document.h"
@@ -458,6 +460,28 @@ TEST_F(IndexTest, ABulkLoadSwapsInANewDatabaseWhenFinished) {
         entries.push_back(entry.path().filename().string());
     std::sort(entries.begin(), entries.end());
     EXPECT_EQ(entries, (std::vector<std::string>{"current", "db-000002"}));  // no parts left
+    // Its shards (one per writer, up to two) are named by a stub in the database directory.
+    const auto shards = std::min(2u, std::max(1u, std::thread::hardware_concurrency()));
+    std::ifstream stub(dir.path() / "index" / "db-000002" / "XAPIANDB");
+    std::string lines((std::istreambuf_iterator<char>(stub)), std::istreambuf_iterator<char>());
+    EXPECT_EQ(lines, shards == 2 ? "glass s0\nglass s1\n" : "glass s0\n");
+
+    // A load on top of a sharded database, then a compaction into one database.
+    ASSERT_TRUE(writer->bulk_begin(true, 1));
+    ASSERT_TRUE(writer->bulk_add(build_document("n5", record("n5"), message("n5@x", {"n2@x"}, "late reply"))));
+    finished = writer->bulk_finish();
+    ASSERT_TRUE(finished) << finished.error().message;
+    EXPECT_EQ(*finished, 5u);
+    EXPECT_EQ(thread_of(reader(), "n5"), "n1");
+    auto compacted = writer->compact();
+    ASSERT_TRUE(compacted) << compacted.error().message;
+    db = reader();
+    EXPECT_EQ(db.get_doccount(), 5u);
+    for (const char* id : {"n1", "n2", "n3", "n4", "n5"}) EXPECT_EQ(ids_with(db, std::string("Q") + id).size(), 1u) << id;
+    EXPECT_EQ(thread_of(db, "n5"), "n1");
+    EXPECT_FALSE(std::filesystem::exists(dir.path() / "index" / "db-000004" / "XAPIANDB"));  // one glass database
+    add("n6", message("n6@x", {"n5@x"}, "after the compaction"));
+    EXPECT_EQ(thread_of(reader(), "n6"), "n1");
 }
 
 TEST_F(IndexTest, AnAbandonedBulkLoadLeavesTheLiveDatabaseAsItWas) {
