@@ -662,6 +662,8 @@ Result<std::uint64_t> IndexWriter::bulk_finish() {
             return xapian_error("finishing a bulk load", e);
         } catch (const std::exception& e) {
             return Error::temporary("search.io", std::string("finishing a bulk load: ") + e.what());
+        } catch (...) {
+            return Error::temporary("search.io", "finishing a bulk load: an unknown error");
         }
     };
     std::uint64_t documents = 0;

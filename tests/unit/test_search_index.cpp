@@ -412,6 +412,17 @@ TEST(SearchMinHash, SimilarityTracksOverlap) {
     EXPECT_EQ(band_terms(a).size(), kMinHashBands);
 }
 
+// Signatures are stored in the index: a change of the values (the AVX2 build of the hashing
+// included) would keep every message indexed before from matching one indexed after.
+TEST(SearchMinHash, SignatureValuesAreFixed) {
+    std::string text;
+    for (int i = 0; i < 40; ++i) text += "word" + std::to_string(i * 7 % 13) + "x" + std::to_string(i) + " ";
+    EXPECT_EQ(minhash_signature(text),
+              (std::vector<std::uint32_t>{5830, 6359, 231,  64,   2946, 4026, 826,  10987, 4092, 2904, 4209,
+                                          1442, 447,  325,  1247, 2581, 3182, 294,  5348,  1753, 5136, 41,
+                                          879,  480,  6719, 921,  2941, 1764, 511,  101,   39,   898}));
+}
+
 TEST_F(IndexTest, MetadataUpdateReplacesLabelsAndKeepsContent) {
     add("m1", message("a@x", {}, "merger"));
     auto updated = record("m1");
