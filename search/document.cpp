@@ -189,17 +189,17 @@ __attribute__((target_clones("avx2", "default"))) void lower_minima(const std::u
 }  // namespace
 
 std::vector<std::uint32_t> minhash_signature(std::string_view text) {
-    // Words: runs of letters and digits (bytes >= 0x80 count as letters, so UTF-8 stays whole).
+    // Words: runs of ASCII letters and digits and of bytes >= 0x80 (so UTF-8 stays whole).
+    auto word_byte = [](char c) {
+        const auto b = static_cast<unsigned char>(c);
+        return b >= 0x80 || (b >= '0' && b <= '9') || ((b | 0x20) >= 'a' && (b | 0x20) <= 'z');
+    };
     std::vector<std::uint64_t> words;
     std::size_t i = 0;
     while (i < text.size()) {
-        while (i < text.size() && !(std::isalnum(static_cast<unsigned char>(text[i])) ||
-                                    static_cast<unsigned char>(text[i]) >= 0x80))
-            ++i;
+        while (i < text.size() && !word_byte(text[i])) ++i;
         const std::size_t start = i;
-        while (i < text.size() && (std::isalnum(static_cast<unsigned char>(text[i])) ||
-                                   static_cast<unsigned char>(text[i]) >= 0x80))
-            ++i;
+        while (i < text.size() && word_byte(text[i])) ++i;
         if (i > start) words.push_back(hash_bytes(text.substr(start, i - start)));
     }
     constexpr std::size_t kShingle = 5;
@@ -474,6 +474,7 @@ BuiltDocument build_document(const std::string& id, const nlohmann::json& record
     }
     identity += fold_text(content.subject) + "|" + std::to_string(content.date) + "|";
     std::string normalized;  // whitespace runs as one space
+    normalized.reserve(folded_body.size());
     for (char c : folded_body) {
         const bool space = c == ' ' || c == '\t' || c == '\r' || c == '\n';
         if (space) {
