@@ -30,12 +30,12 @@ const std::string kMessageIdPrefix(find_field("id")->prefix);
 const std::string kIsPrefix(find_field("is")->prefix);
 const std::string kDuplicatePrefix(find_field("duplicate")->prefix);
 constexpr std::size_t kKeptForIndex = 64u << 20;  // new messages the archive keeps for the indexer (bytes)
-constexpr std::size_t kMaxBandCandidates = 200;
+constexpr std::size_t kMaxBandCandidates = 200;  // per band: boilerplate must not make indexing quadratic
 // A bulk load's database is a directory of up to kMaxShards glass shards and the stub file
 // that names them (Xapian opens such a directory as one database); every other is one glass
 // database. More shards would merge faster and search slower.
 constexpr std::size_t kMaxShards = 2;
-constexpr const char* kShardStub = "XAPIANDB";  // per band: boilerplate must not make indexing quadratic
+constexpr const char* kShardStub = "XAPIANDB";
 
 // The stub names the live database directory, relative to search.directory.
 fs::path stub_file(const std::string& directory) { return fs::path(directory) / "current"; }
@@ -152,7 +152,7 @@ Xapian::Document link_document(const Xapian::Document& document, const std::stri
     }
     for (unsigned slot : {slot_thread, slot_minhash, slot_duplicate, slot_duplicate_of, slot_near_duplicate_of})
         link.add_value(slot, document.get_value(slot));
-    copy_links_to_data(link, {{"id", id}});
+    link.set_data(encode_data({{"id", id}}));
     return link;
 }
 
@@ -429,7 +429,6 @@ struct IndexWriter::Bulk {
     std::unordered_map<std::string, Links> written;  // id -> the links its part holds
     std::size_t added = 0;        // documents handed to the part writers
     bool live = false;            // the live database's documents are part of it
-    std::size_t writer_count = 0;
 
     // One thread per core writes parts: part p (the documents p*N to p*N+N-1 in load order)
     // goes to writer p % cores, which adds each document as it comes and commits the part
@@ -455,7 +454,7 @@ struct IndexWriter::Bulk {
     }
 
     std::size_t parts() const { return (added + part_documents - 1) / part_documents; }
-    std::size_t shards() const { return std::clamp<std::size_t>(writer_count, 1, kMaxShards); }
+    std::size_t shards() const { return std::clamp<std::size_t>(writers.size(), 1, kMaxShards); }
     static std::string shard_name(std::size_t shard) { return "s" + std::to_string(shard); }
 
     fs::path part_path(std::size_t number) const {
@@ -465,8 +464,8 @@ struct IndexWriter::Bulk {
     }
 
     void start_writers() {
-        writer_count = std::max(1u, std::thread::hardware_concurrency());
-        for (std::size_t i = 0; i < writer_count; ++i) {
+        const std::size_t cores = std::max(1u, std::thread::hardware_concurrency());
+        for (std::size_t i = 0; i < cores; ++i) {
             writers.push_back(std::make_unique<Writer>());
             Writer* writer = writers.back().get();
             writer->thread = std::thread([this, writer] { write_parts(*writer); });
@@ -545,8 +544,8 @@ struct IndexWriter::Bulk {
     // Shard `shard` of the load's database at `path`: once its writers are done, the live
     // database (shard 0, when the load includes it) and its parts merged in order, then the
     // documents whose links changed after their part was written given their links now
-    // (`changed`: id -> written, now), synced. Returns its document count; false when the
-    // shard has nothing (no shard but 0 is made then).
+    // (`changed`: id -> written, now), synced. Returns its document count; nothing when the
+    // shard has no documents (every shard but 0 is then left out).
     std::optional<Xapian::doccount> merge_shard(std::size_t shard, const fs::path& path,
                                                 Xapian::WritableDatabase* live,
                                                 const std::unordered_map<std::string, std::pair<Links, Links>>& changed) {
@@ -555,7 +554,7 @@ struct IndexWriter::Bulk {
         Xapian::Database sources;
         if (shard == 0 && live && live->get_doccount() > 0) sources.add_database(*live);
         for (std::size_t p = 0; p < parts(); ++p)
-            if (p % writer_count % count == shard) sources.add_database(Xapian::Database(part_path(p).string()));
+            if (p % writers.size() % count == shard) sources.add_database(Xapian::Database(part_path(p).string()));
         if (sources.size() == 0 && shard != 0) return std::nullopt;
         if (sources.size() > 0) sources.compact(path.string());  // in order, renumbered from 1
         // Its files reach the disk while the links are fixed (synced again after).
