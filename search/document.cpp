@@ -9,6 +9,7 @@
 
 #include "archive/chain.h"
 #include "common/mail.h"
+#include "search/positions.h"
 #include "search/schema.h"
 #include "search/text.h"
 
@@ -18,7 +19,7 @@ namespace {
 
 std::string prefix_of(std::string_view field) { return std::string(find_field(field)->prefix); }
 
-const std::string kBody = prefix_of("body"), kSubject = prefix_of("subject"), kAttachment = prefix_of("attachment"),
+const std::string kSubject = prefix_of("subject"), kAttachment = prefix_of("attachment"),
                   kFilename = prefix_of("filename"), kFrom = prefix_of("from"), kTo = prefix_of("to"),
                   kCc = prefix_of("cc"), kBcc = prefix_of("bcc"),
                   kDomain = prefix_of("domain"), kMessageId = prefix_of("id"), kThread = prefix_of("thread"),
@@ -377,11 +378,12 @@ BuiltDocument build_document(const std::string& id, const nlohmann::json& record
             built.references.push_back(reference);
     for (const auto& reference : built.references) add_term(document, std::string(kReferencePrefix), reference);
 
+    // Body words: terms with their wdf; their positions go to one value (positions.h).
+    const std::string folded_body = fold_text(content.body);
+    index_body(document, folded_body);
+
     Xapian::TermGenerator text;  // no stemmer: words only
     text.set_document(document);
-    const std::string folded_body = fold_text(content.body);
-    text.index_text(folded_body, 1, kBody);
-    text.increase_termpos(kFieldGap);
     text.index_text(fold_text(content.subject), 1, kSubject);
     text.increase_termpos(kFieldGap);
 

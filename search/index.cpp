@@ -181,12 +181,18 @@ struct IndexWriter::Impl {
     SearchConfig config;
     std::string live;  // database directory name inside config.directory
     std::unique_ptr<Xapian::WritableDatabase> db;
+    bool outdated = false;  // documents written by an older schema: to be rebuilt (Indexer)
 
     Status open_live() {
         try {
             db = std::make_unique<Xapian::WritableDatabase>((fs::path(config.directory) / live).string(),
                                                             Xapian::DB_CREATE_OR_OPEN);  // new: glass
-            if (db->get_metadata("schema").empty()) db->set_metadata("schema", std::string(kSchemaVersion));
+            const std::string schema = db->get_metadata("schema");
+            outdated = db->get_doccount() > 0 && schema != kSchemaVersion;
+            if (schema != kSchemaVersion && !outdated) {
+                db->set_metadata("schema", std::string(kSchemaVersion));
+                db->commit();
+            }
             return Status::success();
         } catch (const Xapian::DatabaseLockError&) {
             return Error::temporary("search.in_use", "the search index " + config.directory +
@@ -567,6 +573,7 @@ struct IndexWriter::Bulk {
             set_links(document, links.first, links.second, decode_data(document.get_data()));
             db.replace_document(*docid, document);
         }
+        if (shard == 0) db.set_metadata("schema", std::string(kSchemaVersion));  // a sharded database's metadata
         db.commit();
         const Xapian::doccount documents = db.get_doccount();
         db.close();
@@ -617,6 +624,8 @@ Status IndexWriter::bulk_begin(bool with_live, std::size_t part_documents) {
 }
 
 bool IndexWriter::bulk_open() const { return bulk_ != nullptr; }
+
+bool IndexWriter::outdated() const { return impl_->outdated; }
 
 Result<bool> IndexWriter::bulk_add(BuiltDocument built) {
     if (!bulk_) return Error::permanent("search.bulk", "no bulk load is open");
@@ -809,6 +818,12 @@ Status in_order(std::size_t count, const std::function<void(std::size_t)>& build
 
 Result<std::size_t> Indexer::run_once() {
     std::lock_guard work(work_mutex_);
+    if (writer_.outdated() && !writer_.bulk_open()) {
+        spdlog::warn("search: the index was written by an older postvault; rebuilding it from the archive");
+        auto rebuilt = rebuild({});
+        if (!rebuilt) return rebuilt.error();
+        spdlog::info("search: index rebuilt: {} messages", *rebuilt);
+    }
     const std::vector<archive::IndexTask> tasks =
         archive_.index_queue(config_.batch_size, writer_.bulk_open() ? bulk_cursor_ : std::string());
     if (tasks.empty()) return std::size_t{0};
@@ -999,6 +1014,10 @@ Result<std::uint64_t> Indexer::compact() {
 
 Result<std::uint64_t> Indexer::reindex(const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
     std::lock_guard work(work_mutex_);
+    return rebuild(progress);
+}
+
+Result<std::uint64_t> Indexer::rebuild(const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
     abandon_bulk();  // its entries stay queued and are indexed again after the rebuild
     auto stats = archive_.stats();
     const std::uint64_t total = stats ? stats->messages : 0;

@@ -74,6 +74,9 @@ public:
     Result<std::uint64_t> bulk_finish();  // the documents in the new database
     void bulk_abandon();
     bool bulk_open() const;
+    // The live database holds documents of an older schema (kSchemaVersion): it answers some
+    // queries wrongly until rebuilt, which the Indexer does before it indexes anything else.
+    bool outdated() const;
 
     // Rewrites the index compactly (Xapian's compaction: full blocks, no free space) into
     // db-N+1 and swaps it in like rebuild(). Returns the bytes of the new database.
@@ -119,6 +122,8 @@ private:
     // The bulk load (IndexWriter::bulk_begin) of a backlog: finish_bulk() merges it and removes
     // its queue entries; abandon_bulk() drops it (its entries stay queued).
     Result<bool> finish_bulk();  // false: none was open
+    // reindex() with work_mutex_ held.
+    Result<std::uint64_t> rebuild(const std::function<void(std::uint64_t, std::uint64_t)>& progress);
     void abandon_bulk();  // work_mutex_ held
     // The message's text: from the task (escrow mode) or the archive; empty, with a warning,
     // when it cannot be read (the record alone is indexed then).

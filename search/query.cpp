@@ -10,7 +10,9 @@
 //               text      fold_text(), then a scratch Xapian::TermGenerator splits the text
 //                         into the indexer's words; one word is its stem "Z"+prefix+stem
 //                         (unless quoted or exact), several words are an OP_PHRASE of the
-//                         unstemmed, positional terms.
+//                         unstemmed, positional terms. Body words have no positions in
+//                         Xapian (positions.h): a body phrase is the OP_AND of its words AND
+//                         an ExactNearSource that reads the candidates' slot_body_positions.
 //               address   prefix + the whole folded value (an address, a local part, a domain
 //                         or a name word: the indexer writes them all under the one prefix),
 //                         or a phrase of display-name words.
@@ -24,7 +26,8 @@
 // k words in all gets W = k + n - 1 (n - 1 other words at most inside the group). Xapian 1.4
 // cannot put a phrase inside OP_NEAR, so a group with a phrase operand is OP_NEAR over all its
 // words (a superset) AND ExactNearSource, which reads the positions of those candidates and
-// checks that the phrases occur as phrases, without overlapping, within the window.
+// checks that the phrases occur as phrases, without overlapping, within the window. In the
+// body, whose positions are not Xapian's, every NEAR is the OP_AND of its words AND that source.
 //
 // Dates and sizes become OP_VALUE_RANGE / OP_VALUE_GE / OP_VALUE_LE on slot_date and slot_size
 // (sortable_serialise of seconds since the epoch, UTC, and of bytes).
@@ -43,6 +46,7 @@
 #include <utility>
 #include <vector>
 
+#include "search/positions.h"
 #include "search/schema.h"
 #include "search/text.h"
 
@@ -320,23 +324,22 @@ Xapian::Query combine(Xapian::Query::op op, const std::vector<Xapian::Query>& qu
     return Xapian::Query(op, queries.begin(), queries.end());
 }
 
-Xapian::Query phrase_query(std::string_view prefix, const std::vector<std::string>& words) {
-    if (words.size() == 1) return Xapian::Query(std::string(prefix) + words.front());
-    std::vector<Xapian::Query> terms;
-    for (const auto& word : words) terms.emplace_back(std::string(prefix) + word);
-    return Xapian::Query(Xapian::Query::OP_PHRASE, terms.begin(), terms.end(), static_cast<Xapian::termcount>(terms.size()));
-}
-
 // ---------------------------------------------------------------------------------------------
-// ExactNearSource: NEAR with phrase operands (Xapian 1.4's OP_NEAR takes terms only).
+// ExactNearSource: NEAR with phrase operands (Xapian 1.4's OP_NEAR takes terms only), and
+// phrases and NEAR in the body, whose positions are a value (positions.h).
 
 class ExactNearSource final : public Xapian::PostingSource {
 public:
     // operands: the prefixed terms of each operand (a word or a phrase); window as OP_NEAR's.
-    ExactNearSource(std::vector<std::vector<std::string>> operands, Xapian::termcount window)
-        : operands_(std::move(operands)), window_(window) {}
+    // body: the terms are body words, their positions in slot_body_positions.
+    ExactNearSource(std::vector<std::vector<std::string>> operands, Xapian::termcount window, bool body)
+        : operands_(std::move(operands)), window_(window), body_(body) {
+        for (const auto& operand : operands_) terms_.insert(terms_.end(), operand.begin(), operand.end());
+        std::sort(terms_.begin(), terms_.end());
+        terms_.erase(std::unique(terms_.begin(), terms_.end()), terms_.end());
+    }
 
-    Xapian::PostingSource* clone() const override { return new ExactNearSource(operands_, window_); }
+    Xapian::PostingSource* clone() const override { return new ExactNearSource(operands_, window_, body_); }
 
     void init(const Xapian::Database& database) override {
         database_ = database;
@@ -351,14 +354,18 @@ public:
                 }
             }
         driver_ = database.postlist_begin(rarest);
+        // Body positions cost a value read and a decode per document: above every word's
+        // frequency, so that the words' OP_AND drives and only its matches are check()ed.
+        estimate_ = body_ ? std::max(frequency_, database.get_doccount()) : frequency_;
         current_ = 0;
         started_ = at_end_ = indeterminate_ = false;
     }
 
     Xapian::doccount get_termfreq_min() const override { return 0; }
-    // As high as it can be, so the matcher drives by the cheaper OP_NEAR and check()s this.
-    Xapian::doccount get_termfreq_est() const override { return frequency_; }
-    Xapian::doccount get_termfreq_max() const override { return frequency_; }
+    // As high as it can be, so the matcher drives by the cheaper OP_NEAR (OP_AND) and
+    // check()s this.
+    Xapian::doccount get_termfreq_est() const override { return estimate_; }
+    Xapian::doccount get_termfreq_max() const override { return estimate_; }
     Xapian::docid get_docid() const override { return current_; }
     bool at_end() const override { return at_end_; }
 
@@ -379,7 +386,8 @@ public:
     }
 
     std::string get_description() const override {
-        std::string description = "ExactNearSource(window " + std::to_string(window_);
+        std::string description = std::string(body_ ? "BodyNearSource" : "ExactNearSource") + "(window " +
+                                  std::to_string(window_);
         for (const auto& operand : operands_) {
             description += ", ";
             for (std::size_t i = 0; i < operand.size(); ++i) description += (i ? " " : "") + operand[i];
@@ -398,26 +406,36 @@ private:
         if (!at_end_) current_ = *driver_;
     }
 
+    // The positions of terms_[i] in document did, into lists_[i]; false if one has none.
+    bool read_positions(Xapian::docid did) {
+        if (body_) {
+            find_positions(database_.get_document(did, Xapian::DOC_ASSUME_VALID).get_value(slot_body_positions), terms_,
+                           lists_);
+        } else {
+            lists_.assign(terms_.size(), {});
+            for (std::size_t i = 0; i < terms_.size(); ++i)
+                for (auto p = database_.positionlist_begin(did, terms_[i]); p != database_.positionlist_end(did, terms_[i]); ++p)
+                    lists_[i].push_back(*p);
+        }
+        return std::none_of(lists_.begin(), lists_.end(), [](const auto& list) { return list.empty(); });
+    }
+
+    const std::vector<Xapian::termpos>& positions_of(const std::string& term) const {
+        return lists_[static_cast<std::size_t>(std::lower_bound(terms_.begin(), terms_.end(), term) - terms_.begin())];
+    }
+
     // Does document did hold every operand, without overlap, within window_ positions?
-    bool matches(Xapian::docid did) const {
-        std::map<std::string, std::vector<Xapian::termpos>> positions;
-        for (const auto& operand : operands_)
-            for (const auto& term : operand) {
-                if (positions.count(term)) continue;
-                auto& list = positions[term];
-                for (auto p = database_.positionlist_begin(did, term); p != database_.positionlist_end(did, term); ++p)
-                    list.push_back(*p);
-                if (list.empty()) return false;
-            }
+    bool matches(Xapian::docid did) {
+        if (!read_positions(did)) return false;
         // Start positions of each operand's occurrences.
         std::vector<std::vector<Xapian::termpos>> starts(operands_.size());
         std::vector<Xapian::termpos> all_starts;
         for (std::size_t i = 0; i < operands_.size(); ++i) {
             const auto& operand = operands_[i];
-            for (Xapian::termpos start : positions[operand.front()]) {
+            for (Xapian::termpos start : positions_of(operand.front())) {
                 bool whole = true;
                 for (std::size_t j = 1; j < operand.size() && whole; ++j) {
-                    const auto& list = positions[operand[j]];
+                    const auto& list = positions_of(operand[j]);
                     whole = std::binary_search(list.begin(), list.end(), start + static_cast<Xapian::termpos>(j));
                 }
                 if (whole) starts[i].push_back(start);
@@ -473,14 +491,35 @@ private:
 
     std::vector<std::vector<std::string>> operands_;
     Xapian::termcount window_;
+    bool body_;
+    std::vector<std::string> terms_;                   // every operand's terms, sorted, distinct
+    std::vector<std::vector<Xapian::termpos>> lists_;  // their positions in the document read last
     Xapian::Database database_;
     Xapian::PostingIterator driver_;
-    Xapian::doccount frequency_ = 0;
+    Xapian::doccount frequency_ = 0;  // of the rarest term
+    Xapian::doccount estimate_ = 0;
     Xapian::docid current_ = 0;
     bool started_ = false;
     bool at_end_ = false;
     bool indeterminate_ = false;  // after check() said no: next()/skip_to() go past current_
 };
+
+const std::string kBodyPrefix(find_field("body")->prefix);
+
+// Words in sequence: OP_PHRASE, or in the body the OP_AND of the words and their positions
+// checked by ExactNearSource.
+Xapian::Query phrase_query(std::string_view prefix, const std::vector<std::string>& words) {
+    if (words.size() == 1) return Xapian::Query(std::string(prefix) + words.front());
+    std::vector<std::string> terms;
+    for (const auto& word : words) terms.push_back(std::string(prefix) + word);
+    const auto length = static_cast<Xapian::termcount>(terms.size());
+    if (prefix == kBodyPrefix) {
+        Xapian::Query all(Xapian::Query::OP_AND, terms.begin(), terms.end());
+        Xapian::Query in_order((new ExactNearSource({terms}, length, true))->release());
+        return Xapian::Query(Xapian::Query::OP_AND, all, in_order);
+    }
+    return Xapian::Query(Xapian::Query::OP_PHRASE, terms.begin(), terms.end(), length);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Dates.
@@ -1208,9 +1247,11 @@ private:
                 }
                 terms.push_back(std::move(operand_terms));
             }
-            Xapian::Query near(Xapian::Query::OP_NEAR, flat.begin(), flat.end(), window);
-            if (!only_single_words) {
-                Xapian::Query exact((new ExactNearSource(std::move(terms), window))->release());
+            const bool body = prefix == kBodyPrefix;
+            Xapian::Query near = body ? Xapian::Query(Xapian::Query::OP_AND, flat.begin(), flat.end())
+                                      : Xapian::Query(Xapian::Query::OP_NEAR, flat.begin(), flat.end(), window);
+            if (body || !only_single_words) {
+                Xapian::Query exact((new ExactNearSource(std::move(terms), window, body))->release());
                 near = Xapian::Query(Xapian::Query::OP_AND, near, exact);
             }
             per_field.push_back(std::move(near));

@@ -29,7 +29,7 @@
 
 namespace postvault::search {
 
-inline constexpr std::string_view kSchemaVersion = "1";
+inline constexpr std::string_view kSchemaVersion = "2";
 
 // How a field's value becomes terms, and so how the query parser treats `name:value`.
 enum class FieldKind {
@@ -95,6 +95,7 @@ enum Slot : unsigned {
     slot_duplicate = 9,     // exact-duplicate group key
     slot_duplicate_of = 10, // a later copy: the archive id of the first (is:duplicate)
     slot_near_duplicate_of = 11,  // the earlier message whose body it nearly repeats (is:near-duplicate)
+    slot_body_positions = 12,     // where each body word stands (positions.h); body terms have none
 };
 
 inline constexpr unsigned kMinHashCount = 32;   // MinHash functions over 5-word shingles, 16 bits each

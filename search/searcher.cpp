@@ -292,6 +292,13 @@ struct Searcher::Impl {
     }
 
     Result<Xapian::Query> parse(const std::string& text, bool exact, std::int64_t now) {
+        // An index of an older schema answers some queries wrongly (body phrases, before
+        // schema 2): it is rebuilt (Indexer), and not searched until then.
+        const std::string schema = db.get_metadata("schema");
+        if (!schema.empty() && schema != kSchemaVersion)
+            return Error::temporary("search.outdated", "the search index was written by an older postvault (schema " +
+                                                           schema + "); the server and `archive import` rebuild it from "
+                                                           "the archive when they start, or run `postvault search reindex`");
         QueryOptions options;
         options.exact = exact;
         options.now = now;

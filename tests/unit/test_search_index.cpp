@@ -12,6 +12,7 @@
 
 #include "search/document.h"
 #include "search/index.h"
+#include "search/positions.h"
 #include "search/query.h"
 #include "search/schema.h"
 #include "search/searcher.h"
@@ -575,4 +576,89 @@ TEST_F(IndexTest, SecondWriterIsRefused) {
     auto second = IndexWriter::open(config);
     ASSERT_FALSE(second);
     EXPECT_EQ(second.error().code, "search.in_use");
+}
+
+// Body positions live in one value per document (search/positions.h).
+TEST(SearchPositions, EachWordGetsItsPositionsBackShortAndCompressed) {
+    for (int words : {6, 3000}) {  // a short list as it is, a long one in a zstd frame
+        std::string body = "alpha beta alpha gamma ";
+        for (int i = 0; i < words; ++i) body += "w" + std::to_string(i % 997) + " ";
+        body += "omega";
+        Xapian::Document document;
+        index_body(document, body);
+        const std::string value = document.get_value(slot_body_positions);
+        ASSERT_FALSE(value.empty());
+        EXPECT_EQ(value[0], words > 100 ? 1 : 0);
+        for (auto term = document.termlist_begin(); term != document.termlist_end(); ++term)
+            EXPECT_EQ(term.positionlist_count(), 0u) << *term;  // no Xapian positions
+        std::vector<std::vector<Xapian::termpos>> found;
+        find_positions(value, {"absent", "alpha", "gamma", "omega", "w5"}, found);
+        ASSERT_EQ(found.size(), 5u);
+        EXPECT_TRUE(found[0].empty());
+        EXPECT_EQ(found[1], (std::vector<Xapian::termpos>{1, 3}));
+        EXPECT_EQ(found[2], (std::vector<Xapian::termpos>{4}));
+        EXPECT_EQ(found[3], (std::vector<Xapian::termpos>{static_cast<Xapian::termpos>(words + 5)}));
+        if (words > 5) EXPECT_EQ(found[4].front(), 10u);
+        // wdf as Xapian's own positions would give it.
+        Xapian::TermIterator alpha = document.termlist_begin();
+        alpha.skip_to("alpha");
+        EXPECT_EQ(alpha.get_wdf(), 2u);
+    }
+    // Empty body: no value. Damaged values: no positions, no exception.
+    Xapian::Document empty;
+    index_body(empty, "");
+    EXPECT_TRUE(empty.get_value(slot_body_positions).empty());
+    std::vector<std::vector<Xapian::termpos>> found;
+    for (const std::string damaged : {std::string("\x01garbage"), std::string("\x07"), std::string("\x00\x05\x05xy", 5),
+                                      std::string("\x00\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 12)}) {
+        find_positions(damaged, {"alpha", "xy"}, found);
+        ASSERT_EQ(found.size(), 2u);
+        EXPECT_TRUE(found[0].empty());
+        EXPECT_TRUE(found[1].empty());
+    }
+}
+
+TEST_F(IndexTest, AnIndexOfAnOlderSchemaIsNotSearchedUntilRebuilt) {
+    add("m1", message("m1@x", {}, "the quarterly report is late"));
+    ASSERT_TRUE(writer->commit());
+    writer.reset();
+    {
+        Xapian::WritableDatabase db((dir.path() / "index" / "current").string(), Xapian::DB_OPEN);
+        db.set_metadata("schema", "1");
+        db.commit();
+    }
+    auto opened = IndexWriter::open(config);
+    ASSERT_TRUE(opened) << opened.error().message;
+    writer = std::move(*opened);
+    EXPECT_TRUE(writer->outdated());
+    auto searcher = Searcher::open(config.directory, "english");
+    ASSERT_TRUE(searcher) << searcher.error().message;
+    auto refused = (*searcher)->count("\"quarterly report\"");
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.error().code, "search.outdated");
+    // A rebuild (Indexer::reindex, and the Indexer before anything else) makes it current.
+    ASSERT_TRUE(writer->bulk_begin(false));
+    ASSERT_TRUE(writer->bulk_add(build_document("m1", record("m1"), message("m1@x", {}, "the quarterly report is late"))));
+    ASSERT_TRUE(writer->bulk_finish());
+    EXPECT_FALSE(writer->outdated());
+    ASSERT_TRUE((*searcher)->refresh());
+    auto counted = (*searcher)->count("\"quarterly report\"");
+    ASSERT_TRUE(counted) << counted.error().message;
+    EXPECT_EQ(*counted, 1u);
+    EXPECT_EQ(*(*searcher)->count("\"report quarterly\""), 0u);
+    // An empty index of an older schema is simply brought up to date.
+    writer.reset();
+    const std::string empty = (dir.path() / "empty").string();
+    std::filesystem::create_directories(empty);
+    {
+        Xapian::WritableDatabase db(empty + "/db-000001", Xapian::DB_CREATE_OR_OPEN | Xapian::DB_BACKEND_GLASS);
+        db.set_metadata("schema", "1");
+        db.commit();
+        std::ofstream(empty + "/current") << "auto db-000001\n";
+    }
+    postvault::SearchConfig empty_config = config;
+    empty_config.directory = empty;
+    auto fresh = IndexWriter::open(empty_config);
+    ASSERT_TRUE(fresh) << fresh.error().message;
+    EXPECT_FALSE((*fresh)->outdated());
 }
