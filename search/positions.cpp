@@ -128,8 +128,9 @@ void find_positions(std::string_view value, const std::vector<std::string>& term
         if (!get_varint(list, at, length) || length > list.size() - at) return;
         const std::string_view deltas = list.substr(at, static_cast<std::size_t>(length));
         at += static_cast<std::size_t>(length);
-        while (wanted < terms.size() && terms[wanted] < word) ++wanted;
-        if (wanted == terms.size() || terms[wanted] != word) continue;
+        int order = -1;
+        while (wanted < terms.size() && (order = terms[wanted].compare(word)) < 0) ++wanted;
+        if (order != 0) continue;
         auto& found = positions[wanted];
         std::uint64_t position = 0;
         for (std::size_t d = 0; d < deltas.size();) {
