@@ -42,7 +42,10 @@
 #include <cstdint>
 #include <limits>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -339,10 +342,20 @@ public:
         terms_.erase(std::unique(terms_.begin(), terms_.end()), terms_.end());
     }
 
-    Xapian::PostingSource* clone() const override { return new ExactNearSource(operands_, window_, body_); }
+    Xapian::PostingSource* clone() const override {
+        auto* copy = new ExactNearSource(operands_, window_, body_);
+        copy->verdicts_ = verdicts_;
+        return copy;
+    }
 
     void init(const Xapian::Database& database) override {
         database_ = database;
+        {
+            std::lock_guard lock(verdicts_->mutex);
+            shard_verdicts_ = &verdicts_->by_shard[database.get_uuid()];
+        }
+        if (body_) values_ = database.valuestream_begin(slot_body_positions);
+        last_value_ = 0;
         std::string rarest;
         frequency_ = std::numeric_limits<Xapian::doccount>::max();
         for (const auto& operand : operands_)
@@ -409,8 +422,7 @@ private:
     // The positions of terms_[i] in document did, into lists_[i]; false if one has none.
     bool read_positions(Xapian::docid did) {
         if (body_) {
-            find_positions(database_.get_document(did, Xapian::DOC_ASSUME_VALID).get_value(slot_body_positions), terms_,
-                           lists_);
+            find_positions(body_value(did), terms_, lists_);
         } else {
             lists_.assign(terms_.size(), {});
             for (std::size_t i = 0; i < terms_.size(); ++i)
@@ -420,12 +432,34 @@ private:
         return std::none_of(lists_.begin(), lists_.end(), [](const auto& list) { return list.empty(); });
     }
 
+    // Document did's slot_body_positions, read by one cursor (the matcher asks in ascending order).
+    std::string body_value(Xapian::docid did) {
+        const Xapian::ValueIterator end;
+        if (did < last_value_) return database_.get_document(did, Xapian::DOC_ASSUME_VALID).get_value(slot_body_positions);
+        last_value_ = did;
+        if (values_ != end && values_.get_docid() < did) values_.skip_to(did);
+        return values_ != end && values_.get_docid() == did ? *values_ : std::string();
+    }
+
     const std::vector<Xapian::termpos>& positions_of(const std::string& term) const {
         return lists_[static_cast<std::size_t>(std::lower_bound(terms_.begin(), terms_.end(), term) - terms_.begin())];
     }
 
-    // Does document did hold every operand, without overlap, within window_ positions?
+    // matches_now(did), remembered: a search runs its query more than once (the count, then the
+    // page, month by month), and each check reads and decodes positions.
     bool matches(Xapian::docid did) {
+        {
+            std::lock_guard lock(verdicts_->mutex);
+            if (auto known = shard_verdicts_->find(did); known != shard_verdicts_->end()) return known->second;
+        }
+        const bool verdict = matches_now(did);
+        std::lock_guard lock(verdicts_->mutex);
+        shard_verdicts_->emplace(did, verdict);
+        return verdict;
+    }
+
+    // Does document did hold every operand, without overlap, within window_ positions?
+    bool matches_now(Xapian::docid did) {
         if (!read_positions(did)) return false;
         // Start positions of each operand's occurrences.
         std::vector<std::vector<Xapian::termpos>> starts(operands_.size());
@@ -494,6 +528,15 @@ private:
     bool body_;
     std::vector<std::string> terms_;                   // every operand's terms, sorted, distinct
     std::vector<std::vector<Xapian::termpos>> lists_;  // their positions in the document read last
+    // Verdicts by shard (uuid) and document, shared by this source's clones.
+    struct Verdicts {
+        std::mutex mutex;
+        std::unordered_map<std::string, std::unordered_map<Xapian::docid, bool>> by_shard;
+    };
+    std::shared_ptr<Verdicts> verdicts_ = std::make_shared<Verdicts>();
+    std::unordered_map<Xapian::docid, bool>* shard_verdicts_ = nullptr;  // of the shard init() was given
+    Xapian::ValueIterator values_;  // slot_body_positions (body)
+    Xapian::docid last_value_ = 0;
     Xapian::Database database_;
     Xapian::PostingIterator driver_;
     Xapian::doccount frequency_ = 0;  // of the rarest term
