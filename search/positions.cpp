@@ -48,18 +48,8 @@ ZstdContexts& contexts() {
     return per_thread;
 }
 
-}  // namespace
-
-void index_body(Xapian::Document& document, const std::string& folded_body) {
-    Xapian::Document words;
-    Xapian::TermGenerator generator;  // no stemmer: words only (query.h expands stems)
-    generator.set_document(words);
-    generator.index_text(folded_body);
-    for (auto term = words.termlist_begin(); term != words.termlist_end(); ++term)
-        document.add_term(*term, term.get_wdf());
-    if (words.termlist_count() > 0) document.add_value(slot_body_positions, encode_positions(words));
-}
-
+// The words of `words` (a document holding only them, written by TermGenerator with
+// positions) as a slot_body_positions value.
 std::string encode_positions(const Xapian::Document& words) {
     std::string list;
     std::string previous;
@@ -94,6 +84,18 @@ std::string encode_positions(const Xapian::Document& words) {
         }
     }
     return kPlain + list;
+}
+
+}  // namespace
+
+void index_body(Xapian::Document& document, const std::string& folded_body) {
+    Xapian::Document words;
+    Xapian::TermGenerator generator;  // no stemmer: words only (query.h expands stems)
+    generator.set_document(words);
+    generator.index_text(folded_body);
+    for (auto term = words.termlist_begin(); term != words.termlist_end(); ++term)
+        document.add_term(*term, term.get_wdf());
+    if (words.termlist_count() > 0) document.add_value(slot_body_positions, encode_positions(words));
 }
 
 void find_positions(std::string_view value, const std::vector<std::string>& terms,

@@ -29,10 +29,6 @@ namespace postvault::search {
 // their wdf, and their positions as its slot_body_positions value (none for an empty body).
 void index_body(Xapian::Document& document, const std::string& folded_body);
 
-// The words of `words` (a document holding only them, written by TermGenerator with
-// positions) as a slot_body_positions value.
-std::string encode_positions(const Xapian::Document& words);
-
 // Positions of each of `terms` (sorted, distinct) in `value`, into `positions` (resized to
 // terms.size(); an absent word gets an empty list).
 void find_positions(std::string_view value, const std::vector<std::string>& terms,

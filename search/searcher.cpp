@@ -183,6 +183,7 @@ struct Searcher::Impl {
     std::string language = "english";
     std::optional<Xapian::Query> scope;  // restrict_to()
     std::string stub_text;               // the "current" stub as last opened
+    std::string schema;                  // db's "schema" metadata, read when it is (re)opened
     // What refresh() last saw of the stub and of the database's version file (Xapian renames a
     // new one into place at every commit): while both are the same, there is nothing to reopen.
     std::optional<FileStamp> stub_stamp, version_stamp;
@@ -313,7 +314,6 @@ struct Searcher::Impl {
     Result<Xapian::Query> parse(const std::string& text, bool exact, std::int64_t now) {
         // An index of an older schema answers some queries wrongly (body phrases, before
         // schema 2): it is rebuilt (Indexer), and not searched until then.
-        const std::string schema = db.get_metadata("schema");
         if (!schema.empty() && schema != kSchemaVersion)
             return Error::temporary("search.outdated", "the search index was written by an older postvault (schema " +
                                                            schema + "); the server and `archive import` rebuild it from "
@@ -356,6 +356,7 @@ Result<std::unique_ptr<Searcher>> Searcher::open(const std::string& directory, c
         std::ifstream in(stub);
         searcher->impl_->stub_text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
         searcher->impl_->db = Xapian::Database(stub.string());
+        searcher->impl_->schema = searcher->impl_->db.get_metadata("schema");
     } catch (const Xapian::Error& e) {
         return xapian_error("opening the search index " + directory, e);
     }
@@ -391,6 +392,7 @@ Status Searcher::refresh() {
             impl_->db.reopen();
             impl_->version_stamp = version_now;
         }
+        impl_->schema = impl_->db.get_metadata("schema");
         impl_->stub_stamp = stub_now;
         return Status::success();
     } catch (const Xapian::Error& e) {
